@@ -1,0 +1,129 @@
+// Package nstest gives root-only tests throwaway network namespaces.
+//
+// Every namespace it makes is named with the prefix "wt-" plus a random
+// suffix, so two test runs never collide, and is removed (with every process
+// still inside it) in t.Cleanup, also when the test fails.
+package nstest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// Prefix starts the name of every namespace this package makes.
+const Prefix = "wt-"
+
+// RequireRoot skips t with a clear message unless the test runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: needs root (network namespaces, netlink); run `sudo make test`")
+	}
+}
+
+// NS is a named network namespace under /run/netns.
+type NS struct {
+	Name string
+	Path string
+}
+
+// Unique returns a short name with the package prefix, tag and a random
+// suffix, at most 15 bytes so it also fits an interface name.
+func Unique(tag string) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	if len(tag) > 6 {
+		tag = tag[:6]
+	}
+	return Prefix + tag + hex.EncodeToString(b[:])
+}
+
+// New makes a fresh namespace (skipping t when not root) with loopback up.
+// It is deleted in t.Cleanup after the processes left in it are killed.
+func New(t testing.TB, tag string) *NS {
+	t.Helper()
+	RequireRoot(t)
+	name := Unique(tag)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	ns := &NS{Name: name, Path: "/run/netns/" + name}
+	t.Cleanup(func() {
+		if err := ns.Remove(); err != nil {
+			t.Errorf("remove namespace %s: %v", name, err)
+		}
+	})
+	ns.MustRun(t, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// Remove kills every process in the namespace and deletes it.
+func (ns *NS) Remove() error {
+	if out, err := exec.Command("ip", "netns", "pids", ns.Name).Output(); err == nil {
+		for _, pid := range strings.Fields(string(out)) {
+			_ = exec.Command("kill", "-9", pid).Run()
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
+		if _, statErr := os.Stat(ns.Path); os.IsNotExist(statErr) {
+			return nil
+		}
+		return fmt.Errorf("ip netns del %s: %v: %s", ns.Name, err, out)
+	}
+	return nil
+}
+
+// Run runs a command inside the namespace and returns its combined output.
+func (ns *NS) Run(name string, args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), ns.Name, err, out)
+	}
+	return string(out), nil
+}
+
+// MustRun is Run that fails t on error.
+func (ns *NS) MustRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := ns.Run(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Do runs fn on a locked OS thread switched into the namespace. The thread is
+// thrown away afterwards, so no other goroutine ever runs in the namespace.
+func (ns *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Not unlocked on purpose: the thread exits with the goroutine.
+		target, err := netns.GetFromPath(ns.Path)
+		if err != nil {
+			errc <- fmt.Errorf("open namespace %s: %w", ns.Path, err)
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- fmt.Errorf("enter namespace %s: %w", ns.Path, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// Handle opens a handle on the namespace; the caller closes it.
+func (ns *NS) Handle() (netns.NsHandle, error) {
+	return netns.GetFromPath(ns.Path)
+}
