@@ -1,0 +1,171 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParse(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	def := func(mut func(*Config)) Config {
+		c := Config{
+			Mode:         VXLAN,
+			ClusterCIDRs: []netip.Prefix{pfx("10.244.0.0/16")},
+			BlockSizeV4:  24,
+			BlockSizeV6:  64,
+			Masquerade:   true,
+			Resync:       30 * time.Second,
+			VXLAN:        VXLANConfig{VNI: 1, Port: 4789},
+		}
+		if mut != nil {
+			mut(&c)
+		}
+		return c
+	}
+	tests := []struct {
+		name      string
+		doc       string
+		want      Config
+		wantField string // non-empty: a FieldError on this field
+		wantErr   bool   // any other error
+	}{
+		{name: "minimal vxlan", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\n", want: def(nil)},
+		{name: "json works too", doc: `{"mode":"vxlan","clusterCIDRs":["10.244.0.0/16"]}`, want: def(nil)},
+		{name: "full dual-stack", doc: `
+mode: VXLAN
+clusterCIDRs: ["10.244.0.0/16", "fd00:10:244::/56"]
+blockSizeV4: 26
+blockSizeV6: 80
+masquerade: false
+mtu: 1400
+resync: 10s
+vxlan: {vni: 42, port: 8472, directRouting: true}
+`, want: def(func(c *Config) {
+			c.ClusterCIDRs = append(c.ClusterCIDRs, pfx("fd00:10:244::/56"))
+			c.BlockSizeV4, c.BlockSizeV6 = 26, 80
+			c.Masquerade = false
+			c.MTU = 1400
+			c.Resync = 10 * time.Second
+			c.VXLAN = VXLANConfig{VNI: 42, Port: 8472, DirectRouting: true}
+		})},
+		{name: "prefix is masked", doc: "mode: vxlan\nclusterCIDRs: [10.244.7.9/16]\n", want: def(nil)},
+		{name: "bgp with asn", doc: "mode: bgp\nclusterCIDRs: [10.244.0.0/16]\nbgp: {asn: 64512}\n",
+			want: def(func(c *Config) { c.Mode = BGP; c.BGP.ASN = 64512 })},
+		{name: "empty", doc: "  \n", wantField: Key},
+		{name: "missing mode", doc: "clusterCIDRs: [10.244.0.0/16]\n", wantField: "mode"},
+		{name: "unknown mode", doc: "mode: ipip\nclusterCIDRs: [10.244.0.0/16]\n", wantField: "mode"},
+		{name: "missing cluster CIDRs", doc: "mode: vxlan\n", wantField: "clusterCIDRs"},
+		{name: "unparsable CIDR", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/33]\n", wantField: "clusterCIDRs[0]"},
+		{name: "address not prefix", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.1]\n", wantField: "clusterCIDRs[0]"},
+		{name: "two v4 cluster CIDRs", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16, 10.245.0.0/16]\n", wantField: "clusterCIDRs[1]"},
+		{name: "VNI zero", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nvxlan: {vni: 0}\n", wantField: "vxlan.vni"},
+		{name: "VNI too large", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nvxlan: {vni: 16777216}\n", wantField: "vxlan.vni"},
+		{name: "port out of range", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nvxlan: {port: 70000}\n", wantField: "vxlan.port"},
+		{name: "block wider than cluster", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nblockSizeV4: 8\n", wantField: "blockSizeV4"},
+		{name: "v6 block too narrow", doc: "mode: vxlan\nclusterCIDRs: [fd00::/56]\nblockSizeV6: 127\n", wantField: "blockSizeV6"},
+		{name: "mtu too small", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nmtu: 500\n", wantField: "mtu"},
+		{name: "bad resync", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nresync: soon\n", wantField: "resync"},
+		{name: "resync too short", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nresync: 1ms\n", wantField: "resync"},
+		{name: "bgp without asn", doc: "mode: bgp\nclusterCIDRs: [10.244.0.0/16]\n", wantField: "bgp.asn"},
+		{name: "unknown field", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nvni: 3\n", wantErr: true},
+		{name: "wrong type", doc: "mode: vxlan\nclusterCIDRs: 10.244.0.0/16\n", wantErr: true},
+		{name: "not yaml", doc: "mode: [vxlan\n", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse([]byte(tc.doc))
+			var fe *FieldError
+			switch {
+			case tc.wantField != "":
+				if !errors.As(err, &fe) {
+					t.Fatalf("Parse error = %v, want a FieldError on %s", err, tc.wantField)
+				}
+				if fe.Field != tc.wantField {
+					t.Fatalf("FieldError on %q (%v), want %q", fe.Field, err, tc.wantField)
+				}
+				return
+			case tc.wantErr:
+				if err == nil {
+					t.Fatalf("Parse = %+v, want an error", got)
+				}
+				return
+			case err != nil:
+				t.Fatalf("Parse: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+				t.Errorf("Parse (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestFieldErrorNamesFieldAndValue(t *testing.T) {
+	_, err := Parse([]byte("mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nvxlan: {vni: 99999999}\n"))
+	want := `config field vxlan.vni="99999999": out of range 1..16777215`
+	if err == nil || err.Error() != want {
+		t.Fatalf("error = %v, want %s", err, want)
+	}
+}
+
+func TestCheckPodCIDRs(t *testing.T) {
+	c, err := Parse([]byte("mode: vxlan\nclusterCIDRs: [10.244.0.0/16, fd00:10:244::/56]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		pods []string
+		ok   bool
+	}{
+		{"inside both", []string{"10.244.3.0/24", "fd00:10:244:3::/64"}, true},
+		{"v4 outside", []string{"10.96.0.0/24"}, false},
+		{"wider than cluster", []string{"10.244.0.0/15"}, false},
+		{"v6 outside", []string{"fd00:99::/64"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var pods []netip.Prefix
+			for _, s := range tc.pods {
+				pods = append(pods, netip.MustParsePrefix(s))
+			}
+			err := c.CheckPodCIDRs("node.spec.podCIDRs", pods)
+			if (err == nil) != tc.ok {
+				t.Fatalf("CheckPodCIDRs(%v) = %v, want ok=%v", tc.pods, err, tc.ok)
+			}
+		})
+	}
+}
+
+// FuzzParse checks that Parse never panics and that every accepted document
+// round-trips: Parse(Marshal(Parse(doc))) == Parse(doc).
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\n",
+		"mode: bgp\nclusterCIDRs: [10.244.0.0/16, fd00::/48]\nbgp: {asn: 65000}\nmtu: 1450\n",
+		"mode: vxlan\nclusterCIDRs: [fd00::/56]\nvxlan: {vni: 7, port: 8472, directRouting: true}\nresync: 1m\n",
+		"{}", "mode: [", "clusterCIDRs: [x]",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		c, err := Parse(doc)
+		if err != nil {
+			return
+		}
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal(%+v): %v", c, err)
+		}
+		c2, err := Parse(out)
+		if err != nil {
+			t.Fatalf("Parse(Marshal(c)) of %q: %v", out, err)
+		}
+		if diff := cmp.Diff(c, c2, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+			t.Fatalf("round trip (-first +second):\n%s", diff)
+		}
+	})
+}
