@@ -1,0 +1,253 @@
+// Package plan computes the datapath and firewall rules one node should have
+// from the cluster configuration, the node itself and its peers.
+//
+// Plan is pure: plain values in, plain values out, no I/O. The agent runs it
+// on every reconcile and hands the result to the overlay reconcilers, so
+// whatever the kernel holds that is weft's but not planned (a peer deleted
+// while the agent was down) is removed by the same pass that adds new peers.
+package plan
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"weft.dev/weft/agent/config"
+	"weft.dev/weft/overlay"
+)
+
+// VXLANDevice is the name of the VXLAN device in vxlan mode.
+const VXLANDevice = "weft.vxlan"
+
+// Tunnel overheads: outer IP + UDP + VXLAN + inner Ethernet headers.
+const (
+	OverheadVXLAN4 = 50
+	OverheadVXLAN6 = 70
+)
+
+// ErrBGPNotImplemented is returned for mode bgp until the BGP speaker is wired
+// in; the agent treats it as a configuration error and keeps the last good
+// configuration.
+var ErrBGPNotImplemented = errors.New("mode bgp is not implemented yet in this weft-agent; use mode vxlan")
+
+// Node is one Kubernetes node as the plan sees it.
+type Node struct {
+	Name     string
+	IP       netip.Addr       // underlay address (tunnel endpoint); invalid: unknown
+	PodCIDRs []netip.Prefix   // at most one per family
+	VTEPMAC  net.HardwareAddr // nil: not published yet
+}
+
+// Self is the node the agent runs on.
+type Self struct {
+	Node
+	// Underlay is the subnet of IP on its interface (decides which peers are
+	// on the same L2 segment for direct routing); invalid: unknown.
+	Underlay netip.Prefix
+	// UnderlayMTU is the MTU of the interface holding IP.
+	UnderlayMTU int
+}
+
+// Rules are the firewall rules of one node.
+type Rules struct {
+	ClusterCIDRs []netip.Prefix // pod → these: not masqueraded
+	PodCIDRs     []netip.Prefix // this node's pod CIDRs (sources to masquerade, forward)
+	Masquerade   bool
+	VXLANPort    uint16       // 0: no VXLAN device, no VXLAN rule
+	VTEPSources  []netip.Addr // node addresses VXLAN is accepted from
+}
+
+// Peer reports how one peer is (or is not) programmed.
+type Peer struct {
+	Name       string         `json:"name"`
+	IP         netip.Addr     `json:"ip"`
+	PodCIDRs   []netip.Prefix `json:"podCIDRs"`
+	Via        string         `json:"via,omitempty"` // "vxlan", "direct" or "vxlan+direct"
+	Programmed bool           `json:"programmed"`
+	Pending    string         `json:"pending,omitempty"` // why not programmed
+}
+
+// Result is the whole plan for a node.
+type Result struct {
+	Desired  overlay.Desired
+	Rules    Rules
+	PodMTU   int
+	Gateways []netip.Addr // the node's address in each pod CIDR (on the bridge)
+	Peers    []Peer       // sorted by name
+}
+
+// Plan computes the desired datapath for self given its peers (self may be
+// among them; it is skipped). It fails only when self cannot be planned at
+// all; problems with a peer leave that peer pending.
+func Plan(c config.Config, self Self, peers []Node) (Result, error) {
+	if err := checkSelf(c, self); err != nil {
+		return Result{}, err
+	}
+	switch c.Mode {
+	case config.VXLAN:
+		return planVXLAN(c, self, peers), nil
+	case config.BGP:
+		// The seam for bgp mode: routes come from learned prefixes (via each
+		// peer's node address), no device, no FDB; same Result shape.
+		return Result{}, ErrBGPNotImplemented
+	default:
+		return Result{}, fmt.Errorf("plan: unknown mode %q", c.Mode)
+	}
+}
+
+func checkSelf(c config.Config, self Self) error {
+	switch {
+	case self.Name == "":
+		return errors.New("plan: own node has no name")
+	case !self.IP.IsValid():
+		return fmt.Errorf("plan: node %s has no underlay address", self.Name)
+	case len(self.PodCIDRs) == 0:
+		return fmt.Errorf("plan: node %s has no pod CIDR yet", self.Name)
+	case c.Mode == config.VXLAN && len(self.VTEPMAC) != 6:
+		return fmt.Errorf("plan: node %s has no VTEP MAC", self.Name)
+	case self.UnderlayMTU <= 0 && c.MTU == 0:
+		return fmt.Errorf("plan: node %s: underlay MTU unknown and config mtu is 0", self.Name)
+	}
+	return c.CheckPodCIDRs("node "+self.Name+" podCIDRs", self.PodCIDRs)
+}
+
+func overhead(underlay netip.Addr) int {
+	if underlay.Is4() {
+		return OverheadVXLAN4
+	}
+	return OverheadVXLAN6
+}
+
+// vtepIP is a node's VXLAN endpoint address in one family: the first
+// (network) address of its pod CIDR, which the pod IPAM never hands out.
+func vtepIP(p netip.Prefix) netip.Addr { return p.Masked().Addr() }
+
+// Gateway is a node's address in its pod CIDR, on the bridge: the address
+// after the VTEP IP.
+func Gateway(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
+
+func planVXLAN(c config.Config, self Self, peers []Node) Result {
+	devMTU := self.UnderlayMTU - overhead(self.IP)
+	podMTU := devMTU
+	if c.MTU != 0 {
+		podMTU = c.MTU
+	}
+	if self.UnderlayMTU <= 0 { // config MTU set: size the device for it
+		devMTU = c.MTU
+	}
+	r := Result{
+		PodMTU: podMTU,
+		Rules: Rules{
+			ClusterCIDRs: slices.Clone(c.ClusterCIDRs),
+			PodCIDRs:     slices.Clone(self.PodCIDRs),
+			Masquerade:   c.Masquerade,
+			VXLANPort:    c.VXLAN.Port,
+		},
+	}
+	dev := overlay.Device{
+		Name: VXLANDevice, VNI: c.VXLAN.VNI, Port: c.VXLAN.Port, Local: self.IP,
+		MTU: devMTU, MAC: slices.Clone(self.VTEPMAC),
+	}
+	ownFamily := map[bool]bool{}
+	for _, p := range self.PodCIDRs {
+		dev.Addrs = append(dev.Addrs, vtepIP(p))
+		r.Gateways = append(r.Gateways, Gateway(p))
+		ownFamily[p.Addr().Is4()] = true
+	}
+	r.Desired.Devices = []overlay.Device{dev}
+
+	sorted := slices.Clone(peers)
+	slices.SortFunc(sorted, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	for _, n := range sorted {
+		if n.Name == self.Name {
+			continue
+		}
+		st := Peer{Name: n.Name, IP: n.IP, PodCIDRs: slices.Clone(n.PodCIDRs)}
+		if n.IP.IsValid() && n.IP.Is4() == self.IP.Is4() && n.IP != self.IP {
+			r.Rules.VTEPSources = append(r.Rules.VTEPSources, n.IP)
+		}
+		st.Pending = peerProblem(c, self, n)
+		if st.Pending == "" {
+			st.Via = addPeer(&r.Desired, c, self, n, ownFamily)
+			st.Programmed = true
+		}
+		r.Peers = append(r.Peers, st)
+	}
+	slices.SortFunc(r.Rules.VTEPSources, netip.Addr.Compare)
+	r.Rules.VTEPSources = slices.Compact(r.Rules.VTEPSources)
+	return r
+}
+
+// peerProblem says why n cannot be programmed, or "" when it can.
+func peerProblem(c config.Config, self Self, n Node) string {
+	switch {
+	case !n.IP.IsValid():
+		return "no node address"
+	case n.IP.Is4() != self.IP.Is4():
+		return fmt.Sprintf("node address %s is not of the underlay family", n.IP)
+	case n.IP == self.IP:
+		return fmt.Sprintf("node address %s is this node's own address", n.IP)
+	case len(n.PodCIDRs) == 0:
+		return "no pod CIDR"
+	}
+	if err := c.CheckPodCIDRs("node "+n.Name+" podCIDRs", n.PodCIDRs); err != nil {
+		return err.Error()
+	}
+	for _, p := range n.PodCIDRs {
+		if !direct(c, self, n, p) && len(n.VTEPMAC) != 6 {
+			return "no VTEP MAC published yet (weft.dev/vtep-mac)"
+		}
+	}
+	return ""
+}
+
+// direct reports whether pod CIDR p of peer n is routed via n's node address
+// rather than through the tunnel.
+func direct(c config.Config, self Self, n Node, p netip.Prefix) bool {
+	return c.VXLAN.DirectRouting && self.Underlay.IsValid() &&
+		self.Underlay.Contains(n.IP) && p.Addr().Is4() == n.IP.Is4()
+}
+
+// addPeer appends n's neighbours, FDB entry and routes (in the order the
+// kernel needs them) and returns how n is reached.
+func addPeer(d *overlay.Desired, c config.Config, self Self, n Node, ownFamily map[bool]bool) string {
+	var vias []string
+	fdb := false
+	for _, p := range n.PodCIDRs {
+		if !ownFamily[p.Addr().Is4()] {
+			continue // no address of this family here to route from
+		}
+		if direct(c, self, n, p) {
+			d.Routes = append(d.Routes, overlay.Route{Dst: p, NextHops: []overlay.NextHop{{Gateway: n.IP}}})
+			vias = append(vias, "direct")
+			continue
+		}
+		gw := vtepIP(p)
+		d.Neighbors = append(d.Neighbors, overlay.Neighbor{Dev: VXLANDevice, IP: gw, MAC: slices.Clone(n.VTEPMAC)})
+		if !fdb {
+			d.FDB = append(d.FDB, overlay.FDBEntry{Dev: VXLANDevice, MAC: slices.Clone(n.VTEPMAC), Dst: n.IP})
+			fdb = true
+		}
+		d.Routes = append(d.Routes, overlay.Route{Dst: p, NextHops: []overlay.NextHop{{Gateway: gw, Dev: VXLANDevice, Onlink: true}}})
+		vias = append(vias, "vxlan")
+	}
+	slices.Sort(vias)
+	return strings.Join(slices.Compact(vias), "+")
+}
+
+// ParseMAC parses a VTEP MAC as published in weft.dev/vtep-mac; it accepts
+// only 6-byte unicast addresses.
+func ParseMAC(s string) (net.HardwareAddr, error) {
+	mac, err := net.ParseMAC(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("parse VTEP MAC %q: %w", s, err)
+	}
+	if len(mac) != 6 || mac[0]&1 == 1 || bytes.Equal(mac, make(net.HardwareAddr, 6)) {
+		return nil, fmt.Errorf("parse VTEP MAC %q: want a 6-byte unicast address", s)
+	}
+	return mac, nil
+}
