@@ -12,6 +12,7 @@
 package overlay
 
 import (
+	"context"
 	"net"
 	"net/netip"
 )
@@ -69,4 +70,76 @@ type Desired struct {
 	Neighbors []Neighbor
 	FDB       []FDBEntry
 	Routes    []Route
+}
+
+// Names of the VXLAN devices weft makes: Reconcile and Cleanup treat devices
+// with these names as weft's even when Desired no longer mentions them.
+const (
+	VXLANDevice  = "weft.vxlan"
+	VXLAN6Device = "weft.vxlan6"
+)
+
+// DefaultVXLANPort is the IANA VXLAN port, used when Device.Port is zero.
+const DefaultVXLANPort = 4789
+
+// DeviceState is a device as found in the kernel.
+type DeviceState struct {
+	Device
+	Up bool
+	// Kind is the kernel link type ("vxlan"); a device with one of weft's
+	// names but another kind is replaced.
+	Kind string
+}
+
+// State is what weft owns in the kernel: its devices, the permanent
+// neighbour and FDB entries on them, and the main-table routes marked with
+// its route protocol. Next hops always carry the device the kernel resolved.
+type State struct {
+	Devices   []DeviceState
+	Neighbors []Neighbor
+	FDB       []FDBEntry
+	Routes    []Route
+}
+
+// ChangeKind says what kind of kernel object a Change is about.
+type ChangeKind int
+
+const (
+	LinkChange ChangeKind = iota + 1
+	NeighborChange
+	RouteChange
+)
+
+// Change is one kernel notification, reduced to what tells whether it
+// concerns weft.
+type Change struct {
+	Kind     ChangeKind
+	Dev      string // link and neighbour changes: the device's name ("" when unknown)
+	Protocol int    // route changes: the route protocol
+	Deleted  bool
+}
+
+// Kernel is the side of the node's network stack weft's datapath writes to.
+// Every Set is idempotent (create or replace); every Delete treats "already
+// gone" as success. The netlink adapter implements it for one network
+// namespace; Fake implements it in memory.
+type Kernel interface {
+	// Observe reads the named devices (absent ones are left out), the
+	// permanent neighbour and FDB entries on them, and all main-table routes
+	// marked with proto.
+	Observe(ctx context.Context, devices []string, proto int) (State, error)
+	// SetDevice creates the device or fixes its mutable attributes (MTU,
+	// MAC, up, addresses) in place. It fails for an existing device whose
+	// immutable attributes (VNI, port, local address) differ.
+	SetDevice(ctx context.Context, d Device) error
+	DeleteDevice(ctx context.Context, name string) error
+	SetNeighbor(ctx context.Context, n Neighbor) error
+	DeleteNeighbor(ctx context.Context, n Neighbor) error
+	SetFDB(ctx context.Context, f FDBEntry) error
+	DeleteFDB(ctx context.Context, f FDBEntry) error
+	SetRoute(ctx context.Context, r Route, proto int) error
+	DeleteRoute(ctx context.Context, r Route, proto int) error
+	// Subscribe calls fn for each link, neighbour and route change until ctx
+	// is done (then it returns nil) or the subscription breaks (an error).
+	Subscribe(ctx context.Context, fn func(Change)) error
 }
