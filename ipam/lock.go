@@ -1,0 +1,61 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockFile takes an exclusive flock(2) on path, waiting at most timeout (or
+// until ctx ends). The lock belongs to the open file description, so two
+// Stores in one process exclude each other like two processes do, and the
+// kernel drops it when its holder dies, also by SIGKILL.
+func lockFile(ctx context.Context, path string, timeout time.Duration) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock: %w", err)
+	}
+	fd := int(f.Fd())
+	unlock = func() { f.Close() } // closing the last descriptor drops the lock
+	err = flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		return unlock, nil
+	}
+	if !errors.Is(err, unix.EWOULDBLOCK) {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	// Wait in the kernel's queue rather than polling: the holder's unlock
+	// wakes us at once. If we give up, the waiter keeps the file open until
+	// the kernel grants it the lock, then drops it.
+	got := make(chan error, 1)
+	go func() { got <- flock(fd, unix.LOCK_EX) }()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case err := <-got:
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		return unlock, nil
+	case <-timer.C:
+		go func() { <-got; f.Close() }()
+		return nil, fmt.Errorf("lock %s: held by another process for more than %s: %w", path, timeout, ErrLocked)
+	case <-ctx.Done():
+		go func() { <-got; f.Close() }()
+		return nil, fmt.Errorf("lock %s: %w: %w", path, ErrLocked, context.Cause(ctx))
+	}
+}
+
+func flock(fd, how int) error {
+	for {
+		if err := unix.Flock(fd, how); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}

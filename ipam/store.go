@@ -1,0 +1,422 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Errors returned by Store, wrapped with context; test them with errors.Is.
+var (
+	ErrExists    = errors.New("reservation exists")
+	ErrNotFound  = errors.New("no reservation")
+	ErrExhausted = errors.New("address range exhausted")
+	ErrLocked    = errors.New("store locked")
+	ErrInvalid   = errors.New("invalid argument")
+)
+
+// DefaultLockTimeout is how long an operation waits for the store lock when
+// Options.LockTimeout is zero.
+const DefaultLockTimeout = 10 * time.Second
+
+// Options configure a Store.
+type Options struct {
+	Dir         string         // store directory, e.g. /var/lib/weft/ipam (created if missing)
+	Ranges      []netip.Prefix // at most one per family; allocation returns one address per range, in this order
+	Reserved    []netip.Addr   // never handed out (the gateways)
+	LockTimeout time.Duration  // default 10s; waiting longer returns an error wrapping ErrLocked
+	BootID      string         // default: contents of /proc/sys/kernel/random/boot_id
+}
+
+// Usage is how much of one range is handed out.
+type Usage struct {
+	Prefix netip.Prefix
+	Used   uint64 // reserved addresses in the range (excluding Options.Reserved)
+	Total  uint64 // usable addresses, saturating at math.MaxUint64 (see usableCount)
+}
+
+// Store is an IP address store in a directory shared by processes. Its
+// methods are safe for concurrent use, also by many Stores and processes
+// on one directory.
+type Store struct {
+	dir     string
+	spans   []span
+	timeout time.Duration
+	boot    string
+
+	// hook, when set (by tests), runs at each named step of an operation;
+	// an error makes the operation stop there as a failure would.
+	hook func(point string) error
+}
+
+// Names in the store directory; see the package comment.
+const (
+	lockName   = "lock"
+	bootName   = "boot"
+	txnName    = "txn"
+	tmpName    = "tmp"
+	addrDir    = "addr"
+	ownerDir   = "owner"
+	cursorDir  = "cursor"
+	bootIDFile = "/proc/sys/kernel/random/boot_id"
+)
+
+// Open checks opts and creates the store directory. It takes no lock and
+// reads no reservation.
+func Open(opts Options) (*Store, error) {
+	s := &Store{dir: opts.Dir, timeout: opts.LockTimeout, boot: opts.BootID}
+	if opts.Dir == "" {
+		return nil, fmt.Errorf("ipam: Options.Dir: empty: %w", ErrInvalid)
+	}
+	if !filepath.IsAbs(opts.Dir) {
+		return nil, fmt.Errorf("ipam: Options.Dir %q: not an absolute path: %w", opts.Dir, ErrInvalid)
+	}
+	if err := s.setRanges(opts.Ranges, opts.Reserved); err != nil {
+		return nil, fmt.Errorf("ipam: %w", err)
+	}
+	switch {
+	case s.timeout < 0:
+		return nil, fmt.Errorf("ipam: Options.LockTimeout %s: negative: %w", s.timeout, ErrInvalid)
+	case s.timeout == 0:
+		s.timeout = DefaultLockTimeout
+	}
+	if s.boot == "" {
+		b, err := os.ReadFile(bootIDFile)
+		if err != nil {
+			return nil, fmt.Errorf("ipam: Options.BootID empty and kernel boot ID unreadable: %w", err)
+		}
+		s.boot = strings.TrimSpace(string(b))
+	}
+	if err := validBootID(s.boot); err != nil {
+		return nil, fmt.Errorf("ipam: Options.BootID: %w", err)
+	}
+	if err := s.mkdirs(); err != nil {
+		return nil, fmt.Errorf("ipam: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Store) setRanges(ranges []netip.Prefix, reserved []netip.Addr) error {
+	if len(ranges) == 0 {
+		return fmt.Errorf("Options.Ranges: empty, want one prefix per family: %w", ErrInvalid)
+	}
+	for i, p := range ranges {
+		switch {
+		case !p.IsValid():
+			return fmt.Errorf("Options.Ranges[%d] %s: not a valid prefix: %w", i, p, ErrInvalid)
+		case p.Addr().Is4In6():
+			return fmt.Errorf("Options.Ranges[%d] %s: IPv4-mapped IPv6 prefix, write the IPv4 prefix: %w", i, p, ErrInvalid)
+		case p != p.Masked():
+			return fmt.Errorf("Options.Ranges[%d] %s: host bits set, want %s: %w", i, p, p.Masked(), ErrInvalid)
+		}
+		for j, q := range ranges[:i] {
+			if p.Addr().Is4() == q.Addr().Is4() {
+				return fmt.Errorf("Options.Ranges[%d] %s: second %s range (Ranges[%d] is %s), at most one per family: %w",
+					i, p, family(p.Addr()), j, q, ErrInvalid)
+			}
+		}
+	}
+	for i, a := range reserved {
+		if !a.IsValid() || a.Zone() != "" || a.Is4In6() {
+			return fmt.Errorf("Options.Reserved[%d] %q: not a plain IPv4 or IPv6 address: %w", i, a, ErrInvalid)
+		}
+		if !slices.ContainsFunc(ranges, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			return fmt.Errorf("Options.Reserved[%d] %s: outside every range %v: %w", i, a, ranges, ErrInvalid)
+		}
+	}
+	for i, p := range ranges {
+		sp := newSpan(p, reserved)
+		if sp.usable == 0 {
+			return fmt.Errorf("Options.Ranges[%d] %s: no usable address (network, broadcast and %d reserved excluded): %w",
+				i, p, len(sp.reserved), ErrInvalid)
+		}
+		s.spans = append(s.spans, sp)
+	}
+	return nil
+}
+
+func (s *Store) mkdirs() error {
+	for _, d := range []string{addrDir, ownerDir, cursorDir} {
+		if err := os.MkdirAll(s.path(d), 0o755); err != nil {
+			return fmt.Errorf("create store: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) path(elem ...string) string {
+	return filepath.Join(append([]string{s.dir}, elem...)...)
+}
+func (s *Store) addrPath(a netip.Addr) string { return s.path(addrDir, a.String()) }
+func (s *Store) ownerPath(o Owner) string     { return s.path(ownerDir, o.key()) }
+
+// at runs the test hook at a named step.
+func (s *Store) at(format string, args ...any) error {
+	if s.hook == nil {
+		return nil
+	}
+	return s.hook(fmt.Sprintf(format, args...))
+}
+
+// do runs fn holding the store lock, after finishing whatever a previous
+// holder left undone.
+func (s *Store) do(ctx context.Context, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	unlock, err := lockFile(ctx, s.path(lockName), s.timeout)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := s.recover(ctx); err != nil {
+		return fmt.Errorf("recover store %s: %w", s.dir, err)
+	}
+	return fn()
+}
+
+// Allocate reserves one address in each range for o and returns them in
+// the order of Options.Ranges: all of them or none.
+func (s *Store) Allocate(ctx context.Context, o Owner) ([]netip.Addr, error) {
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("allocate: %w", err)
+	}
+	var addrs []netip.Addr
+	err := s.do(ctx, func() error {
+		switch rec, err := s.readRecord(s.ownerPath(o)); {
+		case err == nil:
+			return fmt.Errorf("already holds %s: %w", addrList(rec.addrs), ErrExists)
+		case !errors.Is(err, fs.ErrNotExist):
+			return err
+		}
+		rec := record{owner: o, boot: s.boot}
+		for i := range s.spans {
+			a, err := s.spans[i].probe(ctx, s.cursor(i), s.taken)
+			if err != nil {
+				return err
+			}
+			rec.addrs = append(rec.addrs, a)
+		}
+		if err := s.commit(rec); err != nil {
+			return err
+		}
+		addrs = rec.addrs
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("allocate %s: %w", o, err)
+	}
+	return addrs, nil
+}
+
+// Release frees o's addresses. It returns nil when o holds none.
+func (s *Store) Release(ctx context.Context, o Owner) error {
+	if err := o.validate(); err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	err := s.do(ctx, func() error {
+		held, err := s.release(o.key())
+		if err != nil || held {
+			return err
+		}
+		// No owner record: remove any address still naming o, in case
+		// the record was lost (it never is by a crash; see the package
+		// comment). This is the one case where Release scans.
+		_, err = s.removeOrphans(func(r record) bool { return r.owner == o })
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("release %s: %w", o, err)
+	}
+	return nil
+}
+
+// Lookup returns o's addresses, or an error wrapping ErrNotFound.
+func (s *Store) Lookup(ctx context.Context, o Owner) ([]netip.Addr, error) {
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("lookup: %w", err)
+	}
+	var addrs []netip.Addr
+	err := s.do(ctx, func() error {
+		rec, err := s.readRecord(s.ownerPath(o))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return ErrNotFound
+		case err != nil:
+			return err
+		case rec.owner != o:
+			return fmt.Errorf("record %s names owner %s: %w", s.ownerPath(o), rec.owner, ErrInvalid)
+		}
+		addrs = rec.addrs
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lookup %s: %w", o, err)
+	}
+	return addrs, nil
+}
+
+// GC releases every reservation whose owner is not in keep and returns
+// those owners, sorted. It also removes addresses left without an owner
+// record (or gives a kept owner its record back when all its addresses are
+// intact).
+func (s *Store) GC(ctx context.Context, keep []Owner) (released []Owner, err error) {
+	kept := make(map[string]bool, len(keep))
+	for i, o := range keep {
+		if err := o.validate(); err != nil {
+			return nil, fmt.Errorf("gc: keep[%d]: %w", i, err)
+		}
+		kept[o.key()] = true
+	}
+	err = s.do(ctx, func() error {
+		gone := map[Owner]bool{}
+		names, err := readNames(s.path(ownerDir))
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			if kept[name] {
+				continue
+			}
+			o, perr := parseKey(name)
+			held, err := s.release(name)
+			if err != nil {
+				return err
+			}
+			if held && perr == nil {
+				gone[o] = true
+			}
+			if err := s.at("gc/owner-released"); err != nil {
+				return err
+			}
+		}
+		orphans, err := s.removeOrphans(func(r record) bool {
+			return !kept[r.owner.key()] || !s.relink(r)
+		})
+		for _, o := range orphans {
+			gone[o] = true
+		}
+		released = sortedOwners(gone)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	return released, nil
+}
+
+// Usage returns, per range, how many addresses are handed out and usable.
+// It counts the names under addr/, reading no file.
+func (s *Store) Usage(ctx context.Context) ([]Usage, error) {
+	var us []Usage
+	err := s.do(ctx, func() error {
+		names, err := readNames(s.path(addrDir))
+		if err != nil {
+			return err
+		}
+		us = make([]Usage, len(s.spans))
+		for i := range s.spans {
+			us[i] = Usage{Prefix: s.spans[i].prefix, Total: s.spans[i].usable}
+		}
+		for _, name := range names {
+			a, err := netip.ParseAddr(name)
+			if err != nil {
+				continue
+			}
+			for i := range s.spans {
+				if s.spans[i].allocatable(a) {
+					us[i].Used++
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	return us, nil
+}
+
+// Check reports whether the store is usable: the lock can be taken within
+// the lock timeout and the directory is writable.
+func (s *Store) Check(ctx context.Context) error {
+	err := s.do(ctx, func() error {
+		if err := s.mkdirs(); err != nil {
+			return err
+		}
+		if err := os.WriteFile(s.path(tmpName), []byte("check\n"), 0o644); err != nil {
+			return err
+		}
+		return os.Remove(s.path(tmpName))
+	})
+	if err != nil {
+		return fmt.Errorf("check store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// taken reports whether a is reserved.
+func (s *Store) taken(a netip.Addr) (bool, error) {
+	_, err := os.Lstat(s.addrPath(a))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// cursor returns the last address handed out in range i, or an invalid
+// address (probing then starts at the range's first address). It is only a
+// hint: a missing or garbled cursor costs a longer probe, nothing else.
+func (s *Store) cursor(i int) netip.Addr {
+	b, err := os.ReadFile(s.path(cursorDir, cursorName(s.spans[i].prefix)))
+	if err != nil {
+		return netip.Addr{}
+	}
+	a, _ := netip.ParseAddr(strings.TrimSuffix(string(b), "\n"))
+	return a
+}
+
+func (s *Store) readRecord(path string) (record, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return record{}, err
+	}
+	rec, err := parseRecord(b)
+	if err != nil {
+		return record{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return rec, nil
+}
+
+func readNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+func addrList(addrs []netip.Addr) string {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+func sortedOwners(set map[Owner]bool) []Owner {
+	os := make([]Owner, 0, len(set))
+	for o := range set {
+		os = append(os, o)
+	}
+	slices.SortFunc(os, func(a, b Owner) int { return strings.Compare(a.key(), b.key()) })
+	return os
+}
