@@ -177,10 +177,14 @@ func (k *Netlink) SetDevice(ctx context.Context, d Device) error {
 			SrcAddr:   toNet(d.Local),
 			Port:      int(portOrDefault(d.Port)),
 			Learning:  false,
-			// Outer UDP checksums: kept off over IPv4 (the IPv4 header has
-			// its own, and the receiver then takes the GRO fast path without
-			// validating a checksum); required by RFC 6935 over IPv6, so
-			// zero-checksum TX/RX stay off there.
+			// Outer UDP checksums: off over IPv4 (the kernel's default; the
+			// inner packet keeps its own checksum, so the outer one only
+			// costs a pass over the payload where the NIC cannot offload
+			// it), required by RFC 6935 over IPv6, so zero-checksum TX/RX
+			// stay off there. Learning is off: FDB entries come from weft.
+			// On the veth lab (2 shared cores) iperf3 single-stream TCP gave
+			// underlay 2.7–3.2 Gbit/s, VXLAN without csum 2.1, with csum
+			// 2.3–3.8: noise larger than the effect; the benchmark decides.
 			UDPCSum: false,
 		}
 		if err := k.h.LinkAdd(vx); err != nil && !errors.Is(err, unix.EEXIST) {
