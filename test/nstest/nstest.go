@@ -101,15 +101,25 @@ func (ns *NS) MustRun(t testing.TB, name string, args ...string) string {
 	return out
 }
 
-// Do runs fn on a locked OS thread switched into the namespace. The thread is
-// thrown away afterwards, so no other goroutine ever runs in the namespace.
+// Do runs fn on a locked OS thread switched into the namespace. The thread
+// is switched back before it is unlocked; if that fails it stays locked and
+// is thrown away with the goroutine, so no other goroutine ever runs in the
+// namespace. (Switching back matters: should the runtime have picked the
+// main thread, a thread left inside would make the whole test process look
+// like a member of the namespace to `ip netns pids`.)
 func (ns *NS) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// Not unlocked on purpose: the thread exits with the goroutine.
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("open current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		target, err := netns.GetFromPath(ns.Path)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("open namespace %s: %w", ns.Path, err)
 			return
 		}
@@ -118,7 +128,11 @@ func (ns *NS) Do(fn func() error) error {
 			errc <- fmt.Errorf("enter namespace %s: %w", ns.Path, err)
 			return
 		}
-		errc <- fn()
+		ferr := fn()
+		if err := netns.Set(orig); err == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
 	}()
 	return <-errc
 }
