@@ -1,0 +1,241 @@
+// Package lease hands out pod CIDR blocks to nodes when the controller-manager
+// allocates none, conflict-free across every agent in the cluster.
+//
+// The apiserver is the arbiter: each block is a coordination.k8s.io Lease in
+// kube-system named after the block (weft-block-10-244-3-0-24), created with
+// create-if-absent semantics — AlreadyExists means another node holds it. The
+// holder is the node name, and the Lease has an owner reference to the Node,
+// so the garbage collector removes it with the Node; every agent also sweeps
+// Leases whose holder Node is gone (or was recreated with another UID), so a
+// block is freed even without the garbage collector.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+
+	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Labels and annotations on block Leases.
+const (
+	LabelBlock      = "weft.dev/pod-cidr-block" // value "true"; selects weft's block Leases
+	AnnotationBlock = "weft.dev/block"          // the block as a CIDR
+	namePrefix      = "weft-block-"
+)
+
+// Name is the Lease name of a block: "weft-block-" + the address with '.'
+// and ':' turned into '-', + "-" + the prefix length.
+func Name(block netip.Prefix) string {
+	a := strings.NewReplacer(".", "-", ":", "-").Replace(block.Masked().Addr().String())
+	return fmt.Sprintf("%s%s-%d", namePrefix, a, block.Bits())
+}
+
+// Allocator leases blocks through the apiserver.
+type Allocator struct {
+	Client    kubernetes.Interface
+	Namespace string // kube-system
+	Log       *slog.Logger
+}
+
+// Held is a block Lease as the allocator sees it.
+type Held struct {
+	Name     string
+	Block    netip.Prefix
+	Holder   string
+	OwnerUID string
+	UID      string
+}
+
+// List returns weft's block Leases.
+func (a *Allocator) List(ctx context.Context) ([]Held, error) {
+	l, err := a.Client.CoordinationV1().Leases(a.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelBlock + "=true"})
+	if err != nil {
+		return nil, fmt.Errorf("list block leases in %s: %w", a.Namespace, err)
+	}
+	var out []Held
+	for _, le := range l.Items {
+		h := Held{Name: le.Name, UID: string(le.UID)}
+		if le.Spec.HolderIdentity != nil {
+			h.Holder = *le.Spec.HolderIdentity
+		}
+		if p, err := netip.ParsePrefix(le.Annotations[AnnotationBlock]); err == nil && Name(p) == le.Name {
+			h.Block = p.Masked()
+		}
+		for _, o := range le.OwnerReferences {
+			if o.Kind == "Node" && o.Name == h.Holder {
+				h.OwnerUID = string(o.UID)
+			}
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// Acquire returns one block of the given size from each cluster CIDR for
+// node, reusing blocks it already holds. avoid lists pod CIDRs in use that
+// are not leased (allocated by the controller-manager).
+func (a *Allocator) Acquire(ctx context.Context, node *corev1.Node, clusterCIDRs []netip.Prefix, size func(netip.Prefix) int, avoid []netip.Prefix) ([]netip.Prefix, error) {
+	held, err := a.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, cl := range clusterCIDRs {
+		b, err := a.acquireOne(ctx, node, cl, size(cl), held, avoid)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func (a *Allocator) acquireOne(ctx context.Context, node *corev1.Node, cl netip.Prefix, size int, held []Held, avoid []netip.Prefix) (netip.Prefix, error) {
+	taken := map[netip.Prefix]bool{}
+	for _, h := range held {
+		if !h.Block.IsValid() || !cl.Contains(h.Block.Addr()) {
+			continue
+		}
+		if h.Holder == node.Name && h.Block.Bits() == size {
+			if h.OwnerUID != string(node.UID) {
+				if err := a.adopt(ctx, h.Name, node); err != nil {
+					return netip.Prefix{}, err
+				}
+			}
+			return h.Block, nil
+		}
+		taken[h.Block] = true
+	}
+	overlaps := func(b netip.Prefix) bool {
+		if taken[b] {
+			return true
+		}
+		return slices.ContainsFunc(avoid, b.Overlaps)
+	}
+	tries := 0
+	for b, ok := netip.PrefixFrom(cl.Masked().Addr(), size), size >= cl.Bits(); ok; b, ok = next(b, cl) {
+		if overlaps(b) {
+			continue
+		}
+		if tries++; tries > len(taken)+1024 {
+			break
+		}
+		err := a.create(ctx, node, b)
+		if err == nil {
+			a.Log.Info("leased pod CIDR block", "node", node.Name, "prefix", b)
+			return b, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return netip.Prefix{}, err
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("lease a /%d block of %s for node %s: none free", size, cl, node.Name)
+}
+
+func (a *Allocator) create(ctx context.Context, node *corev1.Node, b netip.Prefix) error {
+	holder := node.Name
+	le := &coordv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            Name(b),
+			Namespace:       a.Namespace,
+			Labels:          map[string]string{LabelBlock: "true"},
+			Annotations:     map[string]string{AnnotationBlock: b.String()},
+			OwnerReferences: ownerRefs(node),
+		},
+		Spec: coordv1.LeaseSpec{HolderIdentity: &holder},
+	}
+	if _, err := a.Client.CoordinationV1().Leases(a.Namespace).Create(ctx, le, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create lease %s for node %s: %w", le.Name, node.Name, err)
+	}
+	return nil
+}
+
+// adopt points a block this node name already holds at the node's current
+// UID (the Node was recreated), so the garbage collector does not take it.
+func (a *Allocator) adopt(ctx context.Context, name string, node *corev1.Node) error {
+	le, err := a.Client.CoordinationV1().Leases(a.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get lease %s: %w", name, err)
+	}
+	le.OwnerReferences = ownerRefs(node)
+	if _, err := a.Client.CoordinationV1().Leases(a.Namespace).Update(ctx, le, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("adopt lease %s for node %s: %w", name, node.Name, err)
+	}
+	return nil
+}
+
+func ownerRefs(node *corev1.Node) []metav1.OwnerReference {
+	if node.UID == "" {
+		return nil
+	}
+	return []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
+}
+
+// Sweep deletes the block Leases whose holder Node no longer exists.
+// exists looks a node up in the informer cache; a miss is confirmed against
+// the apiserver before deleting, so a lagging cache never frees a live node's
+// block. (A Node recreated under the same name keeps its block: its agent
+// adopts the Lease.) It returns the names deleted.
+func (a *Allocator) Sweep(ctx context.Context, exists func(node string) bool) ([]string, error) {
+	held, err := a.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var deleted []string
+	var errs []error
+	for _, h := range held {
+		if h.Holder != "" && exists(h.Holder) {
+			continue
+		}
+		if h.Holder != "" {
+			_, err := a.Client.CoreV1().Nodes().Get(ctx, h.Holder, metav1.GetOptions{})
+			if err == nil {
+				continue // cache lag: the holder is alive
+			}
+			if !apierrors.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("get node %s holding lease %s: %w", h.Holder, h.Name, err))
+				continue
+			}
+		}
+		uid := types.UID(h.UID)
+		pre := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}
+		if err := a.Client.CoordinationV1().Leases(a.Namespace).Delete(ctx, h.Name, pre); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete lease %s of gone node %s: %w", h.Name, h.Holder, err))
+			continue
+		}
+		a.Log.Info("released pod CIDR block of deleted node", "node", h.Holder, "prefix", h.Block)
+		deleted = append(deleted, h.Name)
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// next returns the block after b inside cl.
+func next(b, cl netip.Prefix) (netip.Prefix, bool) {
+	last := lastAddr(b)
+	n := last.Next()
+	if !n.IsValid() || !cl.Contains(n) {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(n, b.Bits()), true
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr()
+	b := a.AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	out, _ := netip.AddrFromSlice(b)
+	return out
+}
