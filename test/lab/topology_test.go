@@ -90,7 +90,7 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"bad lab name", "name: T_1\ntopology: {nodes: {a: {kind: linux}}}", `lab name "T_1"`},
 		{"unknown field", "name: t\nfoo: 1\ntopology: {nodes: {a: {kind: linux}}}", `unknown field "foo"`},
-		{"typo in weft block", "name: t\ntopology: {nodes: {a: {kind: linux, weft: {adrs: {}}}}}", `unknown field \"adrs\"`},
+		{"typo in weft block", "name: t\ntopology: {nodes: {a: {kind: linux, weft: {adrs: {}}}}}", `unknown field "adrs"`},
 		{"unknown kind", "name: t\ntopology: {nodes: {a: {kind: router}}}", `node "a": kind "router"`},
 		{"no nodes", "name: t\ntopology: {}", "topology.nodes: empty"},
 		{"bad node name", "name: t\ntopology: {nodes: {A: {kind: linux}}}", `topology.nodes "A"`},
