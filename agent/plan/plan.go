@@ -20,14 +20,8 @@ import (
 	"weft.dev/weft/overlay"
 )
 
-// VXLANDevice is the name of the VXLAN device in vxlan mode.
-const VXLANDevice = "weft.vxlan"
-
-// Tunnel overheads: outer IP + UDP + VXLAN + inner Ethernet headers.
-const (
-	OverheadVXLAN4 = 50
-	OverheadVXLAN6 = 70
-)
+// Rules are the firewall rules of one node.
+type Rules = overlay.Rules
 
 // ErrBGPNotImplemented is returned for mode bgp until the BGP speaker is wired
 // in; the agent treats it as a configuration error and keeps the last good
@@ -50,15 +44,6 @@ type Self struct {
 	Underlay netip.Prefix
 	// UnderlayMTU is the MTU of the interface holding IP.
 	UnderlayMTU int
-}
-
-// Rules are the firewall rules of one node.
-type Rules struct {
-	ClusterCIDRs []netip.Prefix // pod → these: not masqueraded
-	PodCIDRs     []netip.Prefix // this node's pod CIDRs (sources to masquerade, forward)
-	Masquerade   bool
-	VXLANPort    uint16       // 0: no VXLAN device, no VXLAN rule
-	VTEPSources  []netip.Addr // node addresses VXLAN is accepted from
 }
 
 // Peer reports how one peer is (or is not) programmed.
@@ -117,9 +102,17 @@ func checkSelf(c config.Config, self Self) error {
 
 func overhead(underlay netip.Addr) int {
 	if underlay.Is4() {
-		return OverheadVXLAN4
+		return overlay.VXLANOverhead4
 	}
-	return OverheadVXLAN6
+	return overlay.VXLANOverhead6
+}
+
+// Device is the VXLAN device's name for an underlay address's family.
+func Device(underlay netip.Addr) string {
+	if underlay.Is4() {
+		return overlay.VXLANDevice
+	}
+	return overlay.VXLAN6Device
 }
 
 // vtepIP is a node's VXLAN endpoint address in one family: the first
@@ -149,7 +142,7 @@ func planVXLAN(c config.Config, self Self, peers []Node) Result {
 		},
 	}
 	dev := overlay.Device{
-		Name: VXLANDevice, VNI: c.VXLAN.VNI, Port: c.VXLAN.Port, Local: self.IP,
+		Name: Device(self.IP), VNI: c.VXLAN.VNI, Port: c.VXLAN.Port, Local: self.IP,
 		MTU: devMTU, MAC: slices.Clone(self.VTEPMAC),
 	}
 	ownFamily := map[bool]bool{}
@@ -226,13 +219,13 @@ func addPeer(d *overlay.Desired, c config.Config, self Self, n Node, ownFamily m
 			vias = append(vias, "direct")
 			continue
 		}
-		gw := vtepIP(p)
-		d.Neighbors = append(d.Neighbors, overlay.Neighbor{Dev: VXLANDevice, IP: gw, MAC: slices.Clone(n.VTEPMAC)})
+		gw, name := vtepIP(p), Device(self.IP)
+		d.Neighbors = append(d.Neighbors, overlay.Neighbor{Dev: name, IP: gw, MAC: slices.Clone(n.VTEPMAC)})
 		if !fdb {
-			d.FDB = append(d.FDB, overlay.FDBEntry{Dev: VXLANDevice, MAC: slices.Clone(n.VTEPMAC), Dst: n.IP})
+			d.FDB = append(d.FDB, overlay.FDBEntry{Dev: name, MAC: slices.Clone(n.VTEPMAC), Dst: n.IP})
 			fdb = true
 		}
-		d.Routes = append(d.Routes, overlay.Route{Dst: p, NextHops: []overlay.NextHop{{Gateway: gw, Dev: VXLANDevice, Onlink: true}}})
+		d.Routes = append(d.Routes, overlay.Route{Dst: p, NextHops: []overlay.NextHop{{Gateway: gw, Dev: name, Onlink: true}}})
 		vias = append(vias, "vxlan")
 	}
 	slices.Sort(vias)

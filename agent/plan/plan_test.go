@@ -47,6 +47,8 @@ func cfg(mut func(*config.Config)) config.Config {
 	return c
 }
 
+const dv = overlay.VXLANDevice
+
 const (
 	macA = "02:00:00:00:00:0a"
 	macB = "02:00:00:00:00:0b"
@@ -61,15 +63,29 @@ func selfV4() Self {
 }
 
 func dev(local string, mtu int, addrs ...string) overlay.Device {
-	d := overlay.Device{Name: VXLANDevice, VNI: 1, Port: 4789, Local: ip(local), MTU: mtu, MAC: mac(macA)}
+	d := overlay.Device{Name: dv, VNI: 1, Port: 4789, Local: ip(local), MTU: mtu, MAC: mac(macA)}
 	for _, a := range addrs {
 		d.Addrs = append(d.Addrs, ip(a))
 	}
 	return d
 }
 
+const dv6 = overlay.VXLAN6Device
+
+func dev6(local string, mtu int, addrs ...string) overlay.Device {
+	d := dev(local, mtu, addrs...)
+	d.Name = dv6
+	return d
+}
+
+func tunnel6(dst, gw string) overlay.Route {
+	r := tunnel(dst, gw)
+	r.NextHops[0].Dev = dv6
+	return r
+}
+
 func tunnel(dst, gw string) overlay.Route {
-	return overlay.Route{Dst: pfx(dst), NextHops: []overlay.NextHop{{Gateway: ip(gw), Dev: VXLANDevice, Onlink: true}}}
+	return overlay.Route{Dst: pfx(dst), NextHops: []overlay.NextHop{{Gateway: ip(gw), Dev: dv, Onlink: true}}}
 }
 
 func TestPlanVXLAN(t *testing.T) {
@@ -106,12 +122,12 @@ func TestPlanVXLAN(t *testing.T) {
 				Desired: overlay.Desired{
 					Devices: []overlay.Device{dev("192.168.1.1", 1450, "10.244.1.0")},
 					Neighbors: []overlay.Neighbor{
-						{Dev: VXLANDevice, IP: ip("10.244.2.0"), MAC: mac(macB)},
-						{Dev: VXLANDevice, IP: ip("10.244.3.0"), MAC: mac(macC)},
+						{Dev: dv, IP: ip("10.244.2.0"), MAC: mac(macB)},
+						{Dev: dv, IP: ip("10.244.3.0"), MAC: mac(macC)},
 					},
 					FDB: []overlay.FDBEntry{
-						{Dev: VXLANDevice, MAC: mac(macB), Dst: ip("192.168.1.2")},
-						{Dev: VXLANDevice, MAC: mac(macC), Dst: ip("192.168.2.3")},
+						{Dev: dv, MAC: mac(macB), Dst: ip("192.168.1.2")},
+						{Dev: dv, MAC: mac(macC), Dst: ip("192.168.2.3")},
 					},
 					Routes: []overlay.Route{tunnel("10.244.2.0/24", "10.244.2.0"), tunnel("10.244.3.0/24", "10.244.3.0")},
 				},
@@ -131,8 +147,8 @@ func TestPlanVXLAN(t *testing.T) {
 			want: Result{
 				Desired: overlay.Desired{
 					Devices:   []overlay.Device{dev("192.168.1.1", 1450, "10.244.1.0")},
-					Neighbors: []overlay.Neighbor{{Dev: VXLANDevice, IP: ip("10.244.3.0"), MAC: mac(macC)}},
-					FDB:       []overlay.FDBEntry{{Dev: VXLANDevice, MAC: mac(macC), Dst: ip("192.168.2.3")}},
+					Neighbors: []overlay.Neighbor{{Dev: dv, IP: ip("10.244.3.0"), MAC: mac(macC)}},
+					FDB:       []overlay.FDBEntry{{Dev: dv, MAC: mac(macC), Dst: ip("192.168.2.3")}},
 					Routes: []overlay.Route{
 						{Dst: pfx("10.244.2.0/24"), NextHops: []overlay.NextHop{{Gateway: ip("192.168.1.2")}}},
 						tunnel("10.244.3.0/24", "10.244.3.0"),
@@ -195,13 +211,13 @@ func TestPlanVXLAN(t *testing.T) {
 				PodCIDRs: []netip.Prefix{pfx("10.244.2.0/24"), pfx("fd00:10:244:2::/64")}}},
 			want: Result{
 				Desired: overlay.Desired{
-					Devices: []overlay.Device{dev("fd00:1::1", 8930, "10.244.1.0", "fd00:10:244:1::")},
+					Devices: []overlay.Device{dev6("fd00:1::1", 8930, "10.244.1.0", "fd00:10:244:1::")},
 					Neighbors: []overlay.Neighbor{
-						{Dev: VXLANDevice, IP: ip("10.244.2.0"), MAC: mac(macB)},
-						{Dev: VXLANDevice, IP: ip("fd00:10:244:2::"), MAC: mac(macB)},
+						{Dev: dv6, IP: ip("10.244.2.0"), MAC: mac(macB)},
+						{Dev: dv6, IP: ip("fd00:10:244:2::"), MAC: mac(macB)},
 					},
-					FDB:    []overlay.FDBEntry{{Dev: VXLANDevice, MAC: mac(macB), Dst: ip("fd00:1::2")}},
-					Routes: []overlay.Route{tunnel("10.244.2.0/24", "10.244.2.0"), tunnel("fd00:10:244:2::/64", "fd00:10:244:2::")},
+					FDB:    []overlay.FDBEntry{{Dev: dv6, MAC: mac(macB), Dst: ip("fd00:1::2")}},
+					Routes: []overlay.Route{tunnel6("10.244.2.0/24", "10.244.2.0"), tunnel6("fd00:10:244:2::/64", "fd00:10:244:2::")},
 				},
 				Rules: Rules{ClusterCIDRs: cfg(nil).ClusterCIDRs, PodCIDRs: []netip.Prefix{pfx("10.244.1.0/24"), pfx("fd00:10:244:1::/64")},
 					Masquerade: true, VXLANPort: 4789, VTEPSources: []netip.Addr{ip("fd00:1::2")}},
@@ -219,8 +235,8 @@ func TestPlanVXLAN(t *testing.T) {
 			want: Result{
 				Desired: overlay.Desired{
 					Devices:   []overlay.Device{dev("192.168.1.1", 1450, "10.244.1.0")},
-					Neighbors: []overlay.Neighbor{{Dev: VXLANDevice, IP: ip("10.244.2.0"), MAC: mac(macB)}},
-					FDB:       []overlay.FDBEntry{{Dev: VXLANDevice, MAC: mac(macB), Dst: ip("192.168.1.2")}},
+					Neighbors: []overlay.Neighbor{{Dev: dv, IP: ip("10.244.2.0"), MAC: mac(macB)}},
+					FDB:       []overlay.FDBEntry{{Dev: dv, MAC: mac(macB), Dst: ip("192.168.1.2")}},
 					Routes:    []overlay.Route{tunnel("10.244.2.0/24", "10.244.2.0")},
 				},
 				Rules: rules("192.168.1.2"), PodMTU: 1450, Gateways: []netip.Addr{ip("10.244.1.1")},
