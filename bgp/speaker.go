@@ -284,6 +284,12 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []Peer) error {
 			errs = append(errs, err)
 			continue
 		}
+		if p.Password != "" {
+			if err := md5Supported(); err != nil {
+				errs = append(errs, fmt.Errorf("peers[%d].Password (peer %s): %w", i, p.Address, err))
+				continue
+			}
+		}
 		if _, dup := want[p.Address]; dup {
 			errs = append(errs, fmt.Errorf("peers[%d].Address %s: duplicate", i, p.Address))
 			continue

@@ -62,7 +62,13 @@ func (s *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 		for _, as := range p.GetAfiSafis() {
 			st.Received += as.GetState().GetReceived()
 			st.Accepted += as.GetState().GetAccepted()
-			st.Advertised += as.GetState().GetAdvertised()
+			adv := as.GetState().GetAdvertised()
+			// GoBGP counts the End-of-RIB marker it sends to a graceful
+			// restart peer as one advertised path per family.
+			if adv > 0 && p.GetGracefulRestart().GetEnabled() && as.GetMpGracefulRestart().GetState().GetEnabled() {
+				adv--
+			}
+			st.Advertised += adv
 		}
 		for _, r := range t.Rejected {
 			if r.Peer == addr {
