@@ -213,14 +213,15 @@ func (c *Config) validate() error {
 	case len(c.ServiceCIDRs) > 2:
 		return fmt.Errorf("ServiceCIDRs: %v has more than two prefixes", c.ServiceCIDRs)
 	}
-	if _, err := os.Stat(filepath.Join("/run/netns", c.Netns)); err != nil {
-		return fmt.Errorf("Netns: %w", err)
-	}
 	if err := validatePrefixes("ClusterCIDRs", c.ClusterCIDRs); err != nil {
 		return err
 	}
 	if err := validatePrefixes("ServiceCIDRs", c.ServiceCIDRs); err != nil {
 		return err
+	}
+	if fam := c.ServiceCIDRs[0].Addr(); familyIndex(fam) != familyIndex(c.Addr) {
+		return fmt.Errorf("ServiceCIDRs: the first prefix %s must be of the family of Addr %s (the apiserver requires it)",
+			c.ServiceCIDRs[0], c.Addr)
 	}
 	for _, p := range c.ClusterCIDRs {
 		field, mask := "NodeMaskV4", c.NodeMaskV4
@@ -232,6 +233,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%s: %d does not fit cluster CIDR %s (want %d..%d)",
 				field, mask, p, p.Bits(), min(p.Bits()+16, p.Addr().BitLen()))
 		}
+	}
+	if _, err := os.Stat(filepath.Join("/run/netns", c.Netns)); err != nil {
+		return fmt.Errorf("Netns: %w", err)
 	}
 	if m := MissingBinaries(c.BinDir, c.EtcdBin); len(m) > 0 {
 		return fmt.Errorf("BinDir: missing %s (build them with `make k8s`)", strings.Join(m, ", "))

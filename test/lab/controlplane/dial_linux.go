@@ -11,45 +11,66 @@ import (
 
 // netnsDialer opens TCP connections from inside a named network namespace,
 // so a process in the root namespace can reach a daemon listening on the lab
-// underlay without any route or address in the root namespace.
-//
-// A socket belongs to the namespace it was created in. Each dial therefore
-// runs on a fresh goroutine locked to its OS thread, moves that thread into
-// the namespace and creates and connects the socket there. The goroutine
-// returns without unlocking, so the Go runtime throws the thread away and no
-// other goroutine ever runs inside the namespace.
+// underlay without any route or address in the root namespace. A socket
+// belongs to the namespace it was created in, wherever it is used later.
 type netnsDialer struct {
 	path string // /run/netns/<name>
 }
 
-type dialResult struct {
-	conn net.Conn
-	err  error
-}
-
 // DialContext has the signature of rest.Config.Dial and http.Transport.DialContext.
 func (d netnsDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	res := make(chan dialResult, 1)
+	var conn net.Conn
+	err := inNetns(d.path, func() error {
+		var nd net.Dialer
+		var err error
+		conn, err = nd.DialContext(ctx, network, address)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s in %s: %w", network, address, d.path, err)
+	}
+	return conn, nil
+}
+
+// inNetns runs fn on a fresh goroutine locked to its OS thread, with the
+// thread switched into the namespace at path. Afterwards the thread is
+// switched back and unlocked. If switching back fails the goroutine exits
+// still locked, so the runtime discards the thread.
+//
+// Switching back matters: a locked goroutine that exits on the process's
+// main thread does not destroy it (Go parks it for good), and the main
+// thread's namespace is the one /proc/<pid>/ns/net and `ip netns pids` show.
+// Left in the lab namespace, the whole process would count as inside it.
+func inNetns(path string, fn func() error) error {
+	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// Not unlocked on purpose: the thread exits with the goroutine.
-		target, err := netns.GetFromPath(d.path)
+		orig, err := netns.Get()
 		if err != nil {
-			res <- dialResult{err: fmt.Errorf("open namespace %s: %w", d.path, err)}
+			errc <- fmt.Errorf("get current namespace: %w", err)
+			return // still locked: the thread is discarded
+		}
+		defer orig.Close()
+		target, err := netns.GetFromPath(path)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open namespace %s: %w", path, err)
 			return
 		}
 		defer target.Close()
 		if err := netns.Set(target); err != nil {
-			res <- dialResult{err: fmt.Errorf("enter namespace %s: %w", d.path, err)}
+			// setns is all or nothing: the thread is still in orig.
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter namespace %s: %w", path, err)
 			return
 		}
-		var nd net.Dialer
-		conn, err := nd.DialContext(ctx, network, address)
-		if err != nil {
-			err = fmt.Errorf("dial %s %s in %s: %w", network, address, d.path, err)
+		fnErr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- fnErr // still locked: the thread is discarded
+			return
 		}
-		res <- dialResult{conn: conn, err: err}
+		runtime.UnlockOSThread()
+		errc <- fnErr
 	}()
-	r := <-res
-	return r.conn, r.err
+	return <-errc
 }
