@@ -45,12 +45,14 @@ func requireBinaries(t *testing.T) string {
 	return dir
 }
 
-// underlay makes a namespace with a dummy link "ul0" holding addrs, the
-// control plane's lab underlay.
+// underlay makes a namespace with a link "ul0" holding addrs, the control
+// plane's lab underlay. The kernel here has no dummy links, so ul0 is a veth
+// whose peer ul1 stays in the same namespace.
 func underlay(t *testing.T, addrs ...string) *nstest.NS {
 	t.Helper()
 	ns := nstest.New(t, "cp")
-	ns.MustRun(t, "ip", "link", "add", "ul0", "type", "dummy")
+	ns.MustRun(t, "ip", "link", "add", "ul0", "type", "veth", "peer", "name", "ul1")
+	ns.MustRun(t, "ip", "link", "set", "ul1", "up")
 	ns.MustRun(t, "ip", "link", "set", "ul0", "up")
 	for _, a := range addrs {
 		args := []string{"addr", "add", a, "dev", "ul0"}
@@ -295,6 +297,9 @@ func TestControlPlane(t *testing.T) {
 		if who.Status.UserInfo.Username != "system:serviceaccount:kube-system:weft-agent" {
 			t.Errorf("agent token user %q", who.Status.UserInfo.Username)
 		}
+		if got := who.Status.UserInfo.Extra["authentication.kubernetes.io/node-name"]; !slices.Equal(got, []string{"node-a"}) {
+			t.Errorf("agent token node-name %v, want [node-a] (token bound to the node)", got)
+		}
 
 		for _, tc := range []struct {
 			name string
@@ -315,7 +320,8 @@ func TestControlPlane(t *testing.T) {
 			{"watch endpointslices", authorizationv1.ResourceAttributes{Verb: "watch", Group: "discovery.k8s.io", Resource: "endpointslices"}, true},
 			{"list services", authorizationv1.ResourceAttributes{Verb: "list", Resource: "services"}, true},
 			{"list secrets", authorizationv1.ResourceAttributes{Verb: "list", Resource: "secrets"}, false},
-			{"get secret in kube-system", authorizationv1.ResourceAttributes{Verb: "get", Resource: "secrets", Namespace: "kube-system", Name: "x"}, false},
+			{"get other secret in kube-system", authorizationv1.ResourceAttributes{Verb: "get", Resource: "secrets", Namespace: "kube-system", Name: "x"}, false},
+			{"get bgp passwords", authorizationv1.ResourceAttributes{Verb: "get", Resource: "secrets", Namespace: "kube-system", Name: "weft-bgp-passwords"}, true},
 			{"list pods", authorizationv1.ResourceAttributes{Verb: "list", Resource: "pods"}, false},
 			{"create pods", authorizationv1.ResourceAttributes{Verb: "create", Resource: "pods", Namespace: "default"}, false},
 		} {
@@ -351,6 +357,19 @@ func TestControlPlane(t *testing.T) {
 			t.Fatalf("agent patch node-a status: %v", err)
 		}
 		waitAnnotation(t, ctx, w, "node-a", "weft.dev/vtep-mac", "02:00:00:00:00:0a")
+		// RBAC allows nodes/status of every node; the admission policies
+		// from the same manifests narrow it to the agent's own node and to
+		// weft.dev/ annotations.
+		for name, p := range map[string]struct{ node, patch string }{
+			"annotate another node": {"node-b", `{"metadata":{"annotations":{"weft.dev/vtep-mac":"02:00:00:00:00:0b"}}}`},
+			"label its own node":    {"node-a", `{"metadata":{"labels":{"weft.dev/x":"y"}}}`},
+			"fake its Ready status": {"node-a", `{"status":{"conditions":[{"type":"Ready","status":"False"}]}}`},
+		} {
+			if _, err := agent.CoreV1().Nodes().Patch(ctx, p.node, types.StrategicMergePatchType, []byte(p.patch),
+				metav1.PatchOptions{}, "status"); !apierrors.IsForbidden(err) {
+				t.Errorf("agent %s: err %v, want Forbidden", name, err)
+			}
+		}
 		if _, err := agent.CoreV1().Nodes().Patch(ctx, "node-a", types.MergePatchType,
 			[]byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{}); !apierrors.IsForbidden(err) {
 			t.Errorf("agent patch node-a spec: err %v, want Forbidden", err)

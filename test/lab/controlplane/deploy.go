@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,11 +20,13 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// deployKinds are the kinds ApplyDeploy applies. The lab runs the agent as a
-// process, not as a DaemonSet, so workload objects in the same directory are
-// skipped.
+// deployKinds are the kinds ApplyDeploy applies: identity, rights, the
+// admission policies that narrow those rights, and configuration. The lab
+// runs the agent as a process, not as a DaemonSet, so workload objects in the
+// same directory are skipped.
 var deployKinds = []string{
-	"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap",
+	"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap", "Secret",
 }
 
 // AgentServiceAccount is the ServiceAccount the weft agent runs as.
@@ -34,11 +35,11 @@ var AgentServiceAccount = types.NamespacedName{Namespace: "kube-system", Name: "
 // fieldManager names the lab in server-side apply.
 const fieldManager = "weft-lab"
 
-// ApplyDeploy server-side applies the RBAC and ConfigMap objects (kinds
-// Namespace, ServiceAccount, ClusterRole(Binding), Role(Binding), ConfigMap)
-// of every *.yaml file in dir, in file order. kustomization.yaml and objects
-// of other kinds are skipped. It returns an error naming the file and object
-// that failed.
+// ApplyDeploy server-side applies the objects of the kinds in deployKinds
+// (RBAC, admission policies, ConfigMap, Secret) of every *.yaml file in dir
+// (not its subdirectories), in file order. kustomization.yaml and objects of
+// other kinds (the DaemonSet) are skipped. It returns an error naming the
+// file and object that failed.
 func (cp *ControlPlane) ApplyDeploy(ctx context.Context, dir string) error {
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
@@ -120,32 +121,41 @@ func readManifests(file string) ([]*unstructured.Unstructured, error) {
 }
 
 // AgentKubeconfig mints a token for the ServiceAccount kube-system/weft-agent
-// through the TokenRequest API (valid for MaxTokenExpiration, not bound to
-// any object so the node may be deleted and registered again) and writes a
-// kubeconfig for node nodeName to path: server https://<Addr>:6443, the lab
-// CA and the token. An agent using it has exactly the rights the applied
-// manifests grant. ApplyDeploy must have created the ServiceAccount.
+// bound to the Node nodeName (see AgentToken) and writes a kubeconfig to
+// path: server https://<Addr>:6443, the lab CA and the token. An agent using
+// it has exactly the rights the applied manifests grant to an agent on that
+// node. ApplyDeploy must have created the ServiceAccount and RegisterNode the
+// Node.
 func (cp *ControlPlane) AgentKubeconfig(ctx context.Context, nodeName, path string) error {
-	token, err := cp.AgentToken(ctx)
+	token, err := cp.AgentToken(ctx, nodeName)
 	if err != nil {
-		return fmt.Errorf("agent kubeconfig for %s: %w", nodeName, err)
+		return fmt.Errorf("agent kubeconfig: %w", err)
 	}
-	user := "weft-agent"
-	if nodeName != "" {
-		user += "@" + strings.ReplaceAll(nodeName, "@", "_")
-	}
-	return writeKubeconfig(path, cp.server, cp.pki.ca.certPEM, user, credential{token: token})
+	return writeKubeconfig(path, cp.server, cp.pki.ca.certPEM, "weft-agent@"+nodeName, credential{token: token})
 }
 
-// AgentToken mints a ServiceAccount token for kube-system/weft-agent.
-func (cp *ControlPlane) AgentToken(ctx context.Context) (string, error) {
+// AgentToken mints a token for kube-system/weft-agent through the
+// TokenRequest API, valid for MaxTokenExpiration and bound to the Node
+// nodeName, as the kubelet binds a DaemonSet pod's projected token: the
+// apiserver adds the node's name to the user's extra info
+// (authentication.kubernetes.io/node-name), which the admission policies
+// use to let an agent change only its own Node. Deleting the Node revokes
+// the token; a node registered again needs a new one.
+func (cp *ControlPlane) AgentToken(ctx context.Context, nodeName string) (string, error) {
+	node, err := cp.client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token for node %q: get node (register it first): %w", nodeName, err)
+	}
 	sa := AgentServiceAccount
 	tr, err := cp.client.CoreV1().ServiceAccounts(sa.Namespace).CreateToken(ctx, sa.Name,
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 			ExpirationSeconds: ptr.To(int64(MaxTokenExpiration.Seconds())),
+			BoundObjectRef: &authenticationv1.BoundObjectReference{
+				APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID,
+			},
 		}}, metav1.CreateOptions{})
 	if err != nil {
-		return "", fmt.Errorf("request token for serviceaccount %s: %w", sa, err)
+		return "", fmt.Errorf("request token for serviceaccount %s on node %s: %w", sa, nodeName, err)
 	}
 	return tr.Status.Token, nil
 }
