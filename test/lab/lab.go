@@ -355,6 +355,7 @@ func (o Options) Down(name string) error {
 	var frrPids []int
 	for i := len(nss) - 1; i >= 0; i-- { // longer (pod) names sort after their node
 		pids, _ := nsPids(nss[i])
+		pids = withoutSelf(pids)
 		frrPids = append(frrPids, pids...)
 		if err := removeNS(nss[i], 3*time.Second); err != nil {
 			errs = append(errs, err)

@@ -93,11 +93,24 @@ func removeNS(name string, grace time.Duration) error {
 	if err != nil {
 		return err
 	}
-	killAll(pids, grace)
+	killAll(withoutSelf(pids), grace)
 	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil && nsExists(name) {
 		return fmt.Errorf("ip netns del %s: %w: %s", name, err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// withoutSelf drops this process: a thread of it may have been left inside
+// a namespace (see inNS), and a lab never kills the process running it.
+func withoutSelf(pids []int) []int {
+	self := os.Getpid()
+	out := pids[:0:0]
+	for _, p := range pids {
+		if p != self {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // killAll sends TERM, waits up to grace for the processes to go, then KILLs
@@ -163,15 +176,23 @@ func withHandle(name string, fn func(h *netlink.Handle) error) error {
 	return fn(h)
 }
 
-// inNS runs fn on a locked OS thread switched into the named namespace; the
-// thread is thrown away afterwards so nothing else ever runs there.
+// inNS runs fn on a locked OS thread switched into the named namespace and
+// switches the thread back afterwards. Only when switching back fails does
+// the goroutine exit still locked, so the runtime retires the thread and no
+// other goroutine ever runs in the namespace.
 func inNS(name string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// Not unlocked on purpose: the thread exits with the goroutine.
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		target, err := netns.GetFromName(name)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("open namespace %s: %w", name, err)
 			return
 		}
@@ -180,7 +201,11 @@ func inNS(name string, fn func() error) error {
 			errc <- fmt.Errorf("enter namespace %s: %w", name, err)
 			return
 		}
-		errc <- fn()
+		ferr := fn()
+		if err := netns.Set(orig); err == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
 	}()
 	return <-errc
 }

@@ -54,7 +54,9 @@ func (l *Lab) ensureFRR(ctx context.Context, n Node) error {
 	if err := chownTo(run, "frr"); err != nil {
 		return err
 	}
-	conf := filepath.Join(l.NodeDir(n.Name), "frr.conf")
+	// The config goes beside the sockets: FRR drops to user frr, which may
+	// not be able to read the lab dir.
+	conf := filepath.Join(run, "frr.conf")
 	if err := copyFile(n.StartupConfig, conf); err != nil {
 		return err
 	}
