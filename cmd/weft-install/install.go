@@ -17,7 +17,7 @@ type result struct {
 	Action string // "installed", "unchanged", "kept" (if-absent and present)
 }
 
-// install copies every regular file of src into dst (created if missing).
+// install copies every regular file of src (symlinks followed) into dst (created if missing).
 // A file whose content already matches is left alone; names in ifAbsent are
 // copied only when dst has no file of that name (the node's own loopback
 // plugin wins). Each copy is written to a temporary name in dst, synced,
@@ -35,10 +35,10 @@ func install(src, dst string, ifAbsent []string) ([]result, error) {
 	var res []result
 	var errs []error
 	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
 		name := e.Name()
+		if fi, err := os.Stat(filepath.Join(src, name)); err != nil || !fi.Mode().IsRegular() {
+			continue // directories, dangling links
+		}
 		r, err := installFile(filepath.Join(src, name), filepath.Join(dst, name), slices.Contains(ifAbsent, name))
 		if err != nil {
 			errs = append(errs, err)
