@@ -49,7 +49,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(binDir)
 	// The binaries of this tree, so the tests never run stale ones.
-	for _, cmd := range []string{"weft", "weft-agent"} {
+	for _, cmd := range []string{"weft", "weft-agent", "weft-lab"} {
 		if _, err := os.Stat(filepath.Join(root, "cmd", cmd)); err != nil {
 			continue
 		}
