@@ -221,12 +221,13 @@ func TestCleanupKillsRecordedDaemons(t *testing.T) {
 
 	// ip netns exec enters the namespace and then execs in place, so the
 	// recorded pid is the daemon's; wait for it to have entered.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		out := nsPids(t, ns)
-		if out == strconv.Itoa(pid) {
-			break
-		}
-		if time.Now().After(deadline) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(5 * time.Second)
+	for out := nsPids(t, ns); out != strconv.Itoa(pid); out = nsPids(t, ns) {
+		select {
+		case <-tick.C:
+		case <-deadline:
 			t.Fatalf("processes in %s: %q, want only the daemon %d", ns.Name, out, pid)
 		}
 	}
