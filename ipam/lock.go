@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,19 +13,18 @@ import (
 // until ctx ends). The lock belongs to the open file description, so two
 // Stores in one process exclude each other like two processes do, and the
 // kernel drops it when its holder dies, also by SIGKILL.
-func lockFile(ctx context.Context, path string, timeout time.Duration) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+func lockFile(ctx context.Context, path string, timeout time.Duration) (func(), error) {
+	fd, err := openFile(path, unix.O_RDWR|unix.O_CREAT, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
 	}
-	fd := int(f.Fd())
-	unlock = func() { f.Close() } // closing the last descriptor drops the lock
+	unlock := func() { unix.Close(fd) } // closing the only descriptor drops the lock
 	err = flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 	if err == nil {
 		return unlock, nil
 	}
 	if !errors.Is(err, unix.EWOULDBLOCK) {
-		f.Close()
+		unlock()
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	// Wait in the kernel's queue rather than polling: the holder's unlock
@@ -39,15 +37,15 @@ func lockFile(ctx context.Context, path string, timeout time.Duration) (unlock f
 	select {
 	case err := <-got:
 		if err != nil {
-			f.Close()
+			unlock()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
 		return unlock, nil
 	case <-timer.C:
-		go func() { <-got; f.Close() }()
+		go func() { <-got; unlock() }()
 		return nil, fmt.Errorf("lock %s: held by another process for more than %s: %w", path, timeout, ErrLocked)
 	case <-ctx.Done():
-		go func() { <-got; f.Close() }()
+		go func() { <-got; unlock() }()
 		return nil, fmt.Errorf("lock %s: %w: %w", path, ErrLocked, context.Cause(ctx))
 	}
 }

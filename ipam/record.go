@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -39,45 +40,57 @@ func (r record) marshal() []byte {
 	return []byte(b.String())
 }
 
+// errDamaged marks a reservation file that does not parse: damage, not a
+// caller's mistake (so it does not wrap ErrInvalid).
+var errDamaged = errors.New("damaged reservation record")
+
 func parseRecord(data []byte) (record, error) {
+	r, err := parseRecordText(data)
+	if err != nil {
+		return record{}, fmt.Errorf("%w: %s", errDamaged, err)
+	}
+	return r, nil
+}
+
+func parseRecordText(data []byte) (record, error) {
 	text, ok := strings.CutSuffix(string(data), "\n")
 	if !ok {
-		return record{}, fmt.Errorf("reservation record of %d bytes: truncated (no final newline): %w", len(data), ErrInvalid)
+		return record{}, fmt.Errorf("%d bytes: truncated (no final newline)", len(data))
 	}
 	lines := strings.Split(text, "\n")
 	if lines[0] != recordMagic {
-		return record{}, fmt.Errorf("reservation record: first line %q, want %q: %w", lines[0], recordMagic, ErrInvalid)
+		return record{}, fmt.Errorf("first line %q, want %q", lines[0], recordMagic)
 	}
 	if len(lines) < 4 || len(lines) > 5 {
-		return record{}, fmt.Errorf("reservation record: %d lines, want 4 or 5: %w", len(lines), ErrInvalid)
+		return record{}, fmt.Errorf("%d lines, want 4 or 5", len(lines))
 	}
 	var r record
 	owner, ok := strings.CutPrefix(lines[1], "owner ")
 	if !ok {
-		return record{}, fmt.Errorf("reservation record line 2 %q: want \"owner <containerID> <ifname>\": %w", lines[1], ErrInvalid)
+		return record{}, fmt.Errorf("line 2 %q: want \"owner <containerID> <ifname>\"", lines[1])
 	}
 	r.owner.ContainerID, r.owner.IfName, _ = strings.Cut(owner, " ")
 	if err := r.owner.validate(); err != nil {
-		return record{}, fmt.Errorf("reservation record line 2: %w", err)
+		return record{}, fmt.Errorf("line 2: %w", err)
 	}
 	if r.boot, ok = strings.CutPrefix(lines[2], "boot "); !ok {
-		return record{}, fmt.Errorf("reservation record line 3 %q: want \"boot <id>\": %w", lines[2], ErrInvalid)
+		return record{}, fmt.Errorf("line 3 %q: want \"boot <id>\"", lines[2])
 	}
 	if err := validBootID(r.boot); err != nil {
-		return record{}, fmt.Errorf("reservation record line 3: %w", err)
+		return record{}, fmt.Errorf("line 3: %w", err)
 	}
 	for i, line := range lines[3:] {
 		s, ok := strings.CutPrefix(line, "addr ")
 		if !ok {
-			return record{}, fmt.Errorf("reservation record line %d %q: want \"addr <address>\": %w", i+4, line, ErrInvalid)
+			return record{}, fmt.Errorf("line %d %q: want \"addr <address>\"", i+4, line)
 		}
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.String() != s || a.Zone() != "" || a.Is4In6() {
-			return record{}, fmt.Errorf("reservation record line %d: %q is not a canonical IPv4 or IPv6 address: %w", i+4, s, ErrInvalid)
+			return record{}, fmt.Errorf("line %d: %q is not a canonical IPv4 or IPv6 address", i+4, s)
 		}
 		for _, b := range r.addrs {
 			if b.Is4() == a.Is4() {
-				return record{}, fmt.Errorf("reservation record line %d: second address %s of one family (with %s): %w", i+4, a, b, ErrInvalid)
+				return record{}, fmt.Errorf("line %d: second address %s of one family (with %s)", i+4, a, b)
 			}
 		}
 		r.addrs = append(r.addrs, a)

@@ -40,8 +40,8 @@ func TestParseRecord(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := parseRecord([]byte(tt.text))
 			if tt.want.boot == "" {
-				if err == nil || !errors.Is(err, ErrInvalid) {
-					t.Fatalf("parseRecord = %+v, %v; want an ErrInvalid error", got, err)
+				if !errors.Is(err, errDamaged) || errors.Is(err, ErrInvalid) {
+					t.Fatalf("parseRecord = %+v, %v; want an errDamaged error (not ErrInvalid)", got, err)
 				}
 				return
 			}

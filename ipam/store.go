@@ -252,7 +252,7 @@ func (s *Store) Lookup(ctx context.Context, o Owner) ([]netip.Addr, error) {
 		case err != nil:
 			return err
 		case rec.owner != o:
-			return fmt.Errorf("record %s names owner %s: %w", s.ownerPath(o), rec.owner, ErrInvalid)
+			return fmt.Errorf("record %s names owner %s: %w", s.ownerPath(o), rec.owner, errDamaged)
 		}
 		addrs = rec.addrs
 		return nil
@@ -375,7 +375,7 @@ func (s *Store) taken(a netip.Addr) (bool, error) {
 // address (probing then starts at the range's first address). It is only a
 // hint: a missing or garbled cursor costs a longer probe, nothing else.
 func (s *Store) cursor(i int) netip.Addr {
-	b, err := os.ReadFile(s.path(cursorDir, cursorName(s.spans[i].prefix)))
+	b, err := readSmall(s.path(cursorDir, cursorName(s.spans[i].prefix)))
 	if err != nil {
 		return netip.Addr{}
 	}
@@ -384,7 +384,7 @@ func (s *Store) cursor(i int) netip.Addr {
 }
 
 func (s *Store) readRecord(path string) (record, error) {
-	b, err := os.ReadFile(path)
+	b, err := readSmall(path)
 	if err != nil {
 		return record{}, err
 	}

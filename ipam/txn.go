@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // commit makes rec a reservation: write it to txn, link txn to addr/<a> for
@@ -50,25 +52,7 @@ func (s *Store) commit(rec record) error {
 
 // writeTxn creates txn with data. It must not exist: recover removed it.
 func (s *Store) writeTxn(data []byte) error {
-	f, err := os.OpenFile(s.path(txnName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", txnName, err)
-	}
-	half := len(data) / 2
-	_, err = f.Write(data[:half])
-	if err == nil {
-		err = s.at("alloc/txn-partial")
-	}
-	if err == nil {
-		_, err = f.Write(data[half:])
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", txnName, err)
-	}
-	return nil
+	return writeFile(s.path(txnName), unix.O_EXCL, data, func() error { return s.at("alloc/txn-partial") })
 }
 
 // abort rolls back an uncommitted allocation and returns err with any
@@ -180,7 +164,7 @@ func (s *Store) recover(ctx context.Context) error {
 	if err := s.resolveTxn(); err != nil {
 		return fmt.Errorf("resolve %s: %w", txnName, err)
 	}
-	b, err := os.ReadFile(s.path(bootName))
+	b, err := readSmall(s.path(bootName))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -306,7 +290,7 @@ func (s *Store) relink(r record) bool {
 // writeReplace replaces path with data atomically (write tmp, rename).
 func (s *Store) writeReplace(what, path string, data []byte) error {
 	tmp := s.path(tmpName)
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	if err := writeFile(tmp, unix.O_TRUNC, data, nil); err != nil {
 		return err
 	}
 	if err := s.at("replace/%s-tmp-written", what); err != nil {
@@ -334,5 +318,5 @@ func removeIfExists(path string) error {
 	return nil
 }
 
-// isParseError tells a damaged record (ErrInvalid) from an I/O failure.
-func isParseError(err error) bool { return errors.Is(err, ErrInvalid) }
+// isParseError tells a damaged record from an I/O failure.
+func isParseError(err error) bool { return errors.Is(err, errDamaged) }
