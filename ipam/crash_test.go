@@ -129,8 +129,9 @@ var crashScenarios = []crashScenario{
 	},
 }
 
-// fsckCrashed is fsck for a store right after a crash, before recovery:
-// a store with an orphan is allowed only where the scenario made one.
+// openRecovered opens the store after a crash, lets an operation recover
+// it and checks the invariants; an orphan is allowed only in the scenario
+// that made one by hand.
 func openRecovered(t *testing.T, dir, boot string) (*Store, map[Owner][]netip.Addr) {
 	t.Helper()
 	s := newStore(t, Options{Dir: dir, Ranges: crashRanges, Reserved: gateways(crashRanges), BootID: boot})

@@ -16,17 +16,19 @@
 // in ranges no longer configured stay held until released.
 //
 // Allocate, Release and Lookup cost a fixed number of system calls, however
-// many addresses are reserved: they touch only the files named after the
-// owner and the candidate addresses. Allocation probes from the range's
-// cursor (the last address handed out), so its probe cost grows only with
-// the run of taken addresses just after the cursor. Directory scans happen
+// many addresses are reserved (about 63 for a dual-stack allocate plus
+// release): they touch only the files named after the owner and the
+// candidate addresses. Allocation probes from the range's cursor (the last
+// address handed out), so its probe cost grows only with the run of taken
+// addresses just after the cursor. Directory scans happen
 // only in GC, Usage (names only), the reclaim after a reboot, and Release of
 // an owner that holds nothing (to find addresses whose owner record was
 // lost, which no crash causes).
 //
 // # On-disk layout
 //
-// Under Options.Dir:
+// The directory must be on a local file system with hard links, rename(2)
+// and flock(2) (ext4, xfs, btrfs, tmpfs, overlayfs). Under Options.Dir:
 //
 //	lock                     flock(2) target; every operation holds it exclusively
 //	boot                     boot ID the reservations belong to
@@ -36,7 +38,8 @@
 //	txn                      the one reservation being created or released (transient)
 //	tmp                      scratch for replacing boot and cursor files (transient)
 //
-// A record is a small text file (see record.marshal):
+// Cursor files of ranges no longer configured are left in place (a few
+// bytes each). A record is a small text file (see record.marshal):
 //
 //	weft-ipam 1
 //	owner 3f6a9c… eth0
