@@ -45,7 +45,7 @@ func TestOverlays(t *testing.T) {
 	base := decodeAll(t, "base", kustomize(t, filepath.Join(root, "deploy", "kubernetes")))
 	for _, mode := range []config.Mode{config.VXLAN, config.BGP} {
 		t.Run(string(mode), func(t *testing.T) {
-			dir := filepath.Join(root, "deploy", "kubernetes", "overlays", string(mode))
+			dir := filepath.Join(root, "deploy", "overlays", string(mode))
 			objs := decodeAll(t, dir, kustomize(t, dir))
 			cm := configMap(t, objs)
 			c, err := config.Parse([]byte(cm.Data[config.Key]))
