@@ -335,6 +335,7 @@ func TestManifestsOnAPIServer(t *testing.T) {
 				if !strings.Contains(err.Error(), tc.want) {
 					t.Errorf("err %q, want it to say %q", err, tc.want)
 				}
+				t.Logf("refused: %v", err)
 			})
 		}
 	})
