@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,8 +23,9 @@ import (
 // RegisterNode creates or updates the Node name as a kubelet would at
 // startup: the labels (merged over the standard hostname and OS labels),
 // one InternalIP per address (at most one per family), a Hostname address,
-// some capacity and a Ready condition. It sends no heartbeats afterwards
-// (the node-lifecycle controller does not run). Idempotent.
+// some capacity and a Ready condition. It lifts the not-ready taint the
+// apiserver puts on new nodes, as the node-lifecycle controller would (it
+// does not run: RegisterNode sends no heartbeats afterwards). Idempotent.
 func (cp *ControlPlane) RegisterNode(ctx context.Context, name string, addrs []netip.Addr, labels map[string]string) error {
 	if name == "" {
 		return errors.New("register node: empty name")
@@ -64,6 +66,15 @@ func (cp *ControlPlane) RegisterNode(ctx context.Context, name string, addrs []n
 				node.Labels[k] = v
 				changed = true
 			}
+		}
+		// The apiserver taints every new node not-ready; the node-lifecycle
+		// controller, which the lab does not run, lifts it once the node is
+		// Ready. Do its job here.
+		if kept := slices.DeleteFunc(slices.Clone(node.Spec.Taints), func(t corev1.Taint) bool {
+			return t.Key == corev1.TaintNodeNotReady || t.Key == corev1.TaintNodeUnreachable
+		}); len(kept) != len(node.Spec.Taints) {
+			node.Spec.Taints = kept
+			changed = true
 		}
 		if changed {
 			if node, err = nodes.Update(ctx, node, metav1.UpdateOptions{}); err != nil {
