@@ -216,7 +216,9 @@ func (l *Lab) conflist(ctx context.Context, node string) (*libcni.NetworkConfigL
 }
 
 // LabConflist is the CNI configuration the lab writes for a node that runs
-// no agent, in the weft CNI binary's format.
+// no agent, in the weft CNI binary's format. It has no portmap plugin:
+// Debian's reference plugins (v1.1.1) support CNI spec versions up to 1.0.0
+// and refuse a 1.1.0 list ("incompatible CNI versions").
 func LabConflist(podCIDRs []netip.Prefix, dataDir string) ([]byte, error) {
 	cidrs := make([]string, len(podCIDRs))
 	for i, p := range podCIDRs {
@@ -227,7 +229,6 @@ func LabConflist(podCIDRs []netip.Prefix, dataDir string) ([]byte, error) {
 		"name":       "weft",
 		"plugins": []any{
 			map[string]any{"type": "weft", "bridge": "weft0", "mtu": 1500, "podCIDRs": cidrs, "dataDir": dataDir},
-			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
 		},
 	}
 	return json.MarshalIndent(conf, "", "  ")

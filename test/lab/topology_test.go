@@ -144,12 +144,6 @@ func TestLabConflist(t *testing.T) {
         "fd00:244:0:1::/64"
       ],
       "type": "weft"
-    },
-    {
-      "capabilities": {
-        "portMappings": true
-      },
-      "type": "portmap"
     }
   ]
 }`
