@@ -28,6 +28,7 @@ type benchmark struct {
 // benchmarks lists every benchmark; add new ones here (one file each).
 var benchmarks = []benchmark{
 	{name: "cni", desc: "CNI ADD/DEL latency, weft vs the reference bridge + host-local plugins", run: runCNI},
+	{name: "datapath", desc: "pod-to-pod TCP throughput across nodes (vxlan, bgp) vs the underlay, iperf3", run: runDatapath},
 }
 
 func main() {
