@@ -263,7 +263,9 @@ func join[T fmt.Stringer](xs []T) string {
 
 // Start runs etcd, kube-apiserver and kube-controller-manager in cfg.Netns
 // and returns when the apiserver's /readyz and the controller manager's
-// /healthz answer ok. On failure it stops what it started, removes cfg.Dir and
+// /healthz answer ok. (The controller manager starts its controllers a
+// moment after /healthz is ok: wait for their effects, such as pod CIDRs,
+// not for Start.) On failure it stops what it started, removes cfg.Dir and
 // returns an error with the tail of the failing daemon's log.
 func Start(ctx context.Context, cfg Config) (*ControlPlane, error) {
 	if err := cfg.setDefaults(); err != nil {

@@ -546,6 +546,65 @@ func TestDualStack(t *testing.T) {
 	}
 }
 
+// TestIPv6NoNodeCIDRs runs a single-stack IPv6 control plane without node
+// CIDR allocation (the agents lease their own blocks): the controller
+// manager skips node IPAM and a registered node keeps no pod CIDRs.
+func TestIPv6NoNodeCIDRs(t *testing.T) {
+	binDir := requireBinaries(t)
+	ns := underlay(t, "2001:db8::10/64")
+	cfg := Config{
+		Netns:        ns.Name,
+		Addr:         netip.MustParseAddr("2001:db8::10"),
+		Dir:          filepath.Join(t.TempDir(), "cp"),
+		BinDir:       binDir,
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:10:244::/56")},
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:96::/112")},
+	}
+	cp := startCP(t, cfg)
+	ctx := testCtx(t)
+	if err := cp.RegisterNode(ctx, "node-a", []netip.Addr{netip.MustParseAddr("2001:db8::21")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The controller manager answers /healthz before it starts its
+	// controllers; wait until it has passed node IPAM by.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		log, err := os.ReadFile(cp.LogFile(kcmName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(log), `"Warning: skipping controller" controller="node-ipam-controller"`) {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("controller manager log does not show node IPAM skipped:\n%s", logTail(cp.Dir(), kcmName))
+		}
+	}
+	// Give a (wrongly) running node IPAM time to act, then look.
+	select {
+	case <-time.After(2 * time.Second):
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	node, err := cp.Client().CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(node.Spec.PodCIDRs) != 0 || node.Spec.PodCIDR != "" {
+		t.Errorf("node-a pod CIDRs %v with AllocateNodeCIDRs false, want none", node.Spec.PodCIDRs)
+	}
+	svc, err := cp.Client().CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.ClusterIP != "fd00:96::1" {
+		t.Errorf("kubernetes service IP %s, want fd00:96::1", svc.Spec.ClusterIP)
+	}
+}
+
 // TestStartFailureCleansUp starts a control plane whose apiserver cannot
 // bind (Addr is not on any link in the namespace): Start must fail with the
 // apiserver's log in the error, leave no process and remove Dir.
