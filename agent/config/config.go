@@ -79,12 +79,6 @@ type VXLANConfig struct {
 	DirectRouting bool `json:"directRouting"`
 }
 
-// BGPConfig configures bgp mode (implemented by a later issue; validated
-// here so the schema is stable).
-type BGPConfig struct {
-	ASN uint32 `json:"asn,omitempty"`
-}
-
 // FieldError is a bad value in the configuration.
 type FieldError struct {
 	Field  string // dotted path, e.g. "vxlan.vni"
@@ -111,9 +105,7 @@ type raw struct {
 		Port          *int64 `json:"port"`
 		DirectRouting *bool  `json:"directRouting"`
 	} `json:"vxlan"`
-	BGP *struct {
-		ASN *int64 `json:"asn"`
-	} `json:"bgp"`
+	BGP *rawBGP `json:"bgp"`
 }
 
 // Parse reads and validates a YAML (or JSON) configuration document.
@@ -223,15 +215,11 @@ func (r *raw) validate() (Config, error) {
 			c.VXLAN.DirectRouting = *v.DirectRouting
 		}
 	}
-	if b := r.BGP; b != nil && b.ASN != nil {
-		if *b.ASN < 1 || *b.ASN > 1<<32-1 {
-			return Config{}, &FieldError{Field: "bgp.asn", Value: fmt.Sprint(*b.ASN), Reason: "out of range 1..4294967295"}
-		}
-		c.BGP.ASN = uint32(*b.ASN)
+	bgp, err := r.BGP.validate() // see bgp.go
+	if err != nil {
+		return Config{}, err
 	}
-	if c.Mode == BGP && c.BGP.ASN == 0 {
-		return Config{}, &FieldError{Field: "bgp.asn", Value: "", Reason: "missing; bgp mode needs the cluster's AS number"}
-	}
+	c.BGP = bgp
 	return c, nil
 }
 
@@ -253,9 +241,7 @@ func (c Config) Marshal() ([]byte, error) {
 			"vni": c.VXLAN.VNI, "port": c.VXLAN.Port, "directRouting": c.VXLAN.DirectRouting,
 		},
 	}
-	if c.BGP.ASN != 0 {
-		m["bgp"] = map[string]any{"asn": c.BGP.ASN}
-	}
+	m["bgp"] = c.BGP.marshal()
 	return yaml.Marshal(m)
 }
 

@@ -20,6 +20,7 @@ func TestParse(t *testing.T) {
 			Masquerade:   true,
 			Resync:       30 * time.Second,
 			VXLAN:        VXLANConfig{VNI: 1, Port: 4789},
+			BGP:          defaultBGP(),
 		}
 		if mut != nil {
 			mut(&c)
@@ -70,7 +71,7 @@ vxlan: {vni: 42, port: 8472, directRouting: true}
 		{name: "mtu too small", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nmtu: 500\n", wantField: "mtu"},
 		{name: "bad resync", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nresync: soon\n", wantField: "resync"},
 		{name: "resync too short", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nresync: 1ms\n", wantField: "resync"},
-		{name: "bgp without asn", doc: "mode: bgp\nclusterCIDRs: [10.244.0.0/16]\n", wantField: "bgp.asn"},
+		{name: "bgp without asn", doc: "mode: bgp\nclusterCIDRs: [10.244.0.0/16]\n", want: def(func(c *Config) { c.Mode = BGP })},
 		{name: "unknown field", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nvni: 3\n", wantErr: true},
 		{name: "wrong type", doc: "mode: vxlan\nclusterCIDRs: 10.244.0.0/16\n", wantErr: true},
 		{name: "not yaml", doc: "mode: [vxlan\n", wantErr: true},
@@ -96,7 +97,7 @@ vxlan: {vni: 42, port: 8472, directRouting: true}
 			case err != nil:
 				t.Fatalf("Parse: %v", err)
 			}
-			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+			if diff := cmp.Diff(tc.want, got, netipCmp); diff != "" {
 				t.Errorf("Parse (-want +got):\n%s", diff)
 			}
 		})
@@ -147,6 +148,11 @@ func FuzzParse(f *testing.F) {
 		"mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\n",
 		"mode: bgp\nclusterCIDRs: [10.244.0.0/16, fd00::/48]\nbgp: {asn: 65000}\nmtu: 1450\n",
 		"mode: vxlan\nclusterCIDRs: [fd00::/56]\nvxlan: {vni: 7, port: 8472, directRouting: true}\nresync: 1m\n",
+		"mode: bgp\nclusterCIDRs: [10.244.0.0/16]\nbgp: {asn: 65000, listenPort: 1179, nodeMesh: false, advertiseServices: true, " +
+			"externalRanges: [172.30.0.0/16], gracefulRestart: {enabled: false, restartTime: 30s}, " +
+			"routeReflectors: {nodeSelector: {weft.dev/route-reflector: \"true\"}, clusterID: 10.0.0.1}, " +
+			"peers: [{address: 172.30.2.1, asn: 65001, port: 1790, passwordSecretRef: {key: tor1}, ebgpMultihop: 2, " +
+			"holdTime: 9s, keepaliveTime: 3s, connectRetryTime: 1s, nodeSelector: {weft.dev/rack: r1}, maxPrefixes: 10}]}\n",
 		"{}", "mode: [", "clusterCIDRs: [x]",
 	} {
 		f.Add([]byte(s))
@@ -164,8 +170,14 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Parse(Marshal(c)) of %q: %v", out, err)
 		}
-		if diff := cmp.Diff(c, c2, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		if diff := cmp.Diff(c, c2, netipCmp); diff != "" {
 			t.Fatalf("round trip (-first +second):\n%s", diff)
 		}
 	})
+}
+
+// netipCmp compares net/netip values by value.
+var netipCmp = cmp.Options{
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 }
