@@ -1,0 +1,306 @@
+// Package agent is weft-agent: it watches Node objects and the weft-config
+// ConfigMap through client-go informers, plans the node's datapath with the
+// pure plan package and hands the result to the overlay reconcilers.
+//
+// It is level-triggered: informer handlers, netlink notifications and a
+// resync ticker only wake one worker, which runs a full pass (config → own
+// node → pod CIDRs → plan → bridge, datapath, firewall → CNI conflist →
+// publish → lease sweep). Nothing is flushed on start or stop; what is weft's
+// but no longer planned is removed by the same pass that adds new peers.
+// A bad configuration is rejected with an Event and a log line naming the
+// field; the agent keeps running on the last good one and reports not ready.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"weft.dev/weft/agent/config"
+	"weft.dev/weft/agent/lease"
+	"weft.dev/weft/agent/status"
+	"weft.dev/weft/overlay"
+)
+
+// Datapath reconciles the kernel's VXLAN devices, neighbours, FDB entries and
+// routes (overlay.Datapath).
+type Datapath interface {
+	Reconcile(ctx context.Context, want overlay.Desired) error
+	// Watch calls notify when something weft owns changes in the kernel.
+	Watch(ctx context.Context, notify func()) error
+	Cleanup(ctx context.Context) error
+}
+
+// Firewall reconciles weft's chains (overlay.Firewall).
+type Firewall interface {
+	Reconcile(ctx context.Context, r overlay.Rules) error
+	Cleanup(ctx context.Context) error
+}
+
+// Host is what the agent needs from the node itself.
+type Host interface {
+	// Underlay returns the subnet and MTU of the interface holding addr.
+	Underlay(addr netip.Addr) (netip.Prefix, int, error)
+	// EnsureBridge makes the pod bridge exist, up, with the gateways and
+	// MTU, and turns on forwarding for the gateways' families.
+	EnsureBridge(ctx context.Context, name string, mtu int, gateways []netip.Prefix) error
+}
+
+// IPAMUsage reports the use of the node's pod CIDRs (the CNI binary's store).
+type IPAMUsage func(ctx context.Context, ranges []netip.Prefix, reserved []netip.Addr) ([]status.IPAM, error)
+
+// Options configure an Agent. Paths and names default as documented.
+type Options struct {
+	NodeName   string
+	NodeIP     netip.Addr // optional: overrides the node's InternalIP / weft.dev/node-ip
+	Namespace  string     // default kube-system
+	ConfigMap  string     // default weft-config
+	StateDir   string     // default /var/lib/weft (VTEP MAC, IPAM store under ipam/)
+	RunDir     string     // default /run/weft (ready file, status socket)
+	CNIConfDir string     // default /etc/cni/net.d
+	Bridge     string     // default weft0
+	// HTTPAddr serves /healthz, /readyz and /metrics; empty: no listener
+	// (Handler still works).
+	HTTPAddr string
+
+	Client   kubernetes.Interface
+	Datapath Datapath
+	Firewall Firewall
+	Host     Host
+	IPAM     IPAMUsage // optional
+	Log      *slog.Logger
+
+	Heartbeat       time.Duration // worker wake-up for liveness, default 5s
+	LivenessTimeout time.Duration // /healthz fails when the worker was silent this long, default 60s
+	PassTimeout     time.Duration // bound on one reconcile pass's outbound calls, default 30s
+}
+
+// Agent is one node's weft agent.
+type Agent struct {
+	o        Options
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	m        *metrics
+	alloc    *lease.Allocator
+	recorder record.EventRecorder
+	events   record.EventBroadcaster
+
+	kickCh    chan struct{}
+	sweepDue  atomic.Bool
+	lastBeat  atomic.Int64 // unix nanoseconds
+	nodes     listersv1.NodeLister
+	maps      listersv1.ConfigMapLister
+	nodesSync cache.InformerSynced
+
+	// Worker-only state.
+	cfg        config.Config
+	haveCfg    bool
+	lastBad    string // last rejected config document + error, to report once
+	mac        []byte
+	leased     []netip.Prefix
+	programmed bool
+	pending    map[string]string // peer → reason last reported
+	lastSweep  time.Time
+	backoff    time.Duration
+
+	mu     sync.Mutex // guards st
+	st     status.Status
+	statOK bool // st.Ready
+}
+
+// New checks o and returns an Agent; Run starts it.
+func New(o Options) (*Agent, error) {
+	switch {
+	case o.NodeName == "":
+		return nil, errors.New("agent: node name is empty")
+	case o.Client == nil || o.Datapath == nil || o.Firewall == nil || o.Host == nil:
+		return nil, errors.New("agent: Client, Datapath, Firewall and Host are required")
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&o.Namespace, "kube-system")
+	def(&o.ConfigMap, "weft-config")
+	def(&o.StateDir, "/var/lib/weft")
+	def(&o.RunDir, "/run/weft")
+	def(&o.CNIConfDir, "/etc/cni/net.d")
+	def(&o.Bridge, "weft0")
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 5 * time.Second
+	}
+	if o.LivenessTimeout <= 0 {
+		o.LivenessTimeout = 60 * time.Second
+	}
+	if o.PassTimeout <= 0 {
+		o.PassTimeout = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		o: o, log: o.Log.With("node", o.NodeName), reg: reg, m: m,
+		alloc:   &lease.Allocator{Client: o.Client, Namespace: o.Namespace, Log: o.Log},
+		kickCh:  make(chan struct{}, 1),
+		pending: map[string]string{},
+	}
+	a.st = status.Status{Node: o.NodeName, NotReady: []string{"starting"}}
+	a.events = record.NewBroadcaster(record.WithContext(context.Background()))
+	a.recorder = a.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: o.NodeName})
+	return a, nil
+}
+
+// ReadyFile is the file the CNI binary checks before it attaches pods.
+func (a *Agent) ReadyFile() string { return filepath.Join(a.o.RunDir, "ready") }
+
+// StatusSocket is the path of the local status socket.
+func (a *Agent) StatusSocket() string { return filepath.Join(a.o.RunDir, status.SocketName) }
+
+// kick wakes the worker; it never blocks and coalesces.
+func (a *Agent) kick() {
+	select {
+	case a.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+// Run starts the informers, the worker, the datapath watch and the HTTP and
+// status servers, and returns when ctx is done (nil) or a part fails. The
+// datapath is left as it is.
+func (a *Agent) Run(ctx context.Context) error {
+	a.beat()
+	factory := informers.NewSharedInformerFactory(a.o.Client, 0)
+	nodeInf := factory.Core().V1().Nodes()
+	// Only the one ConfigMap, by field selector, so RBAC can name it.
+	cmFactory := informers.NewSharedInformerFactoryWithOptions(a.o.Client, 0,
+		informers.WithNamespace(a.o.Namespace),
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+			lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", a.o.ConfigMap).String()
+		}))
+	cmInf := cmFactory.Core().V1().ConfigMaps()
+	kick := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.kick() },
+		UpdateFunc: func(any, any) { a.kick() },
+		DeleteFunc: func(any) { a.sweepDue.Store(true); a.kick() },
+	}
+	if _, err := nodeInf.Informer().AddEventHandler(kick); err != nil {
+		return fmt.Errorf("node informer: %w", err)
+	}
+	if _, err := cmInf.Informer().AddEventHandler(kick); err != nil {
+		return fmt.Errorf("configmap informer: %w", err)
+	}
+	a.nodes, a.maps = nodeInf.Lister(), cmInf.Lister()
+	factory.Start(ctx.Done())
+	cmFactory.Start(ctx.Done())
+	defer factory.Shutdown()
+	defer cmFactory.Shutdown()
+
+	a.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.o.Client.CoreV1().Events("")})
+	defer a.events.Shutdown()
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.serveStatus(ctx) })
+	if a.o.HTTPAddr != "" {
+		g.Go(func() error { return a.serveHTTP(ctx) })
+	}
+	g.Go(func() error {
+		a.log.Info("waiting for informer caches")
+		if !cache.WaitForCacheSync(ctx.Done(), nodeInf.Informer().HasSynced, cmInf.Informer().HasSynced) {
+			return nil // ctx done
+		}
+		return a.work(ctx)
+	})
+	g.Go(func() error { return a.watchDatapath(ctx) })
+	err := g.Wait()
+	a.log.Info("weft-agent stopped; datapath left in place")
+	return err
+}
+
+// watchDatapath reconciles on kernel changes to what weft owns, resubscribing
+// after a broken subscription.
+func (a *Agent) watchDatapath(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		err := a.o.Datapath.Watch(ctx, a.kick)
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.log.Warn("datapath watch ended; resubscribing", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		a.kick() // changes were missed meanwhile
+	}
+}
+
+func (a *Agent) beat() { a.lastBeat.Store(time.Now().UnixNano()) }
+
+// work is the single worker: one reconcile pass per wake-up.
+func (a *Agent) work(ctx context.Context) error {
+	beat := time.NewTicker(a.o.Heartbeat)
+	defer beat.Stop()
+	period := config.DefaultResync
+	resync := time.NewTicker(period)
+	defer resync.Stop()
+	var retry <-chan time.Time
+	a.kick()
+	for {
+		a.beat()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-beat.C:
+			continue
+		case <-a.kickCh:
+		case <-resync.C:
+			a.sweepDue.Store(true)
+		case <-retry:
+		}
+		failed := a.reconcile(ctx)
+		a.beat()
+		if a.haveCfg && a.cfg.Resync != period {
+			period = a.cfg.Resync
+			resync.Reset(period)
+		}
+		retry = nil
+		if failed {
+			// Retry sooner than the resync, backing off.
+			a.backoff = min(max(2*a.backoff, 500*time.Millisecond), period)
+			retry = time.After(a.backoff)
+		} else {
+			a.backoff = 0
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"weft.dev/weft/agent/status"
+)
+
+// Status returns the last pass's status snapshot.
+func (a *Agent) Status() status.Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st
+}
+
+// Live reports whether the worker loop ran within the liveness timeout.
+func (a *Agent) Live() bool {
+	return time.Since(time.Unix(0, a.lastBeat.Load())) < a.o.LivenessTimeout
+}
+
+// Handler serves /healthz (the worker loop is alive), /readyz (datapath
+// programmed and configuration good) and /metrics.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.Live() {
+			http.Error(w, fmt.Sprintf("worker silent since %s", time.Unix(0, a.lastBeat.Load()).Format(time.RFC3339)), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		st := a.Status()
+		if !st.Ready || !a.Live() {
+			http.Error(w, "not ready: "+strings.Join(st.NotReady, "; "), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET "+status.Path, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(a.Status())
+	})
+	return mux
+}
+
+func (a *Agent) serveHTTP(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.o.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", a.o.HTTPAddr, err)
+	}
+	a.log.Info("serving /healthz /readyz /metrics", "addr", ln.Addr().String())
+	return serve(ctx, ln, a.Handler())
+}
+
+// serveStatus serves the status JSON on the unix socket in the run dir
+// (root only: the directory is 0755, the socket 0600).
+func (a *Agent) serveStatus(ctx context.Context) error {
+	if err := os.MkdirAll(a.o.RunDir, 0o755); err != nil {
+		return fmt.Errorf("create run dir: %w", err)
+	}
+	path := a.StatusSocket()
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale %s: %w", path, err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return serve(ctx, ln, a.Handler())
+}
+
+func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	err := srv.Serve(ln)
+	<-done
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+}

@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"weft.dev/weft/agent/plan"
+)
+
+func TestPeerFromNode(t *testing.T) {
+	mk := func(ann map[string]string, spec []string, addrs ...string) *corev1.Node {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: ann}}
+		n.Spec.PodCIDRs = spec
+		for _, a := range addrs {
+			n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a})
+		}
+		n.Status.Addresses = append([]corev1.NodeAddress{{Type: corev1.NodeExternalIP, Address: "203.0.113.9"}}, n.Status.Addresses...)
+		return n
+	}
+	v4, v6 := netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("fd00::1")
+	tests := []struct {
+		name     string
+		node     *corev1.Node
+		underlay netip.Addr
+		want     string // "ip cidrs mac"
+	}{
+		{"InternalIP of the underlay family", mk(nil, []string{"10.244.2.0/24"}, "fd00::2", "192.168.1.2"), v4, "192.168.1.2 [10.244.2.0/24] "},
+		{"IPv6 underlay", mk(nil, []string{"10.244.2.0/24", "fd00:10:244:2::/64"}, "192.168.1.2", "fd00::2"), v6, "fd00::2 [10.244.2.0/24 fd00:10:244:2::/64] "},
+		{"annotation overrides", mk(map[string]string{AnnotationNodeIP: "192.168.9.9"}, nil, "192.168.1.2"), v4, "192.168.9.9 [] "},
+		{"annotation of other family ignored", mk(map[string]string{AnnotationNodeIP: "fd00::9"}, nil, "192.168.1.2"), v4, "192.168.1.2 [] "},
+		{"no address of the family", mk(nil, nil, "fd00::2"), v4, "invalid IP [] "},
+		{"leased CIDRs from annotation, MAC", mk(map[string]string{AnnotationPodCIDRs: "10.244.5.0/24,fd00:10:244:5::/64",
+			AnnotationVTEPMAC: "02:00:00:00:00:05"}, nil, "192.168.1.5"), v4, "192.168.1.5 [10.244.5.0/24 fd00:10:244:5::/64] 02:00:00:00:00:05"},
+		{"spec wins over annotation", mk(map[string]string{AnnotationPodCIDRs: "10.244.5.0/24"}, []string{"10.244.6.0/24"}, "192.168.1.5"), v4, "192.168.1.5 [10.244.6.0/24] "},
+		{"bad MAC ignored", mk(map[string]string{AnnotationVTEPMAC: "ff:ff:ff:ff:ff:ff"}, nil, "192.168.1.5"), v4, "192.168.1.5 [] "},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := peer(tc.node, tc.underlay)
+			if diff := cmp.Diff(tc.want, show(p)); diff != "" {
+				t.Errorf("peer (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func show(p plan.Node) string {
+	cidrs := "["
+	for i, c := range p.PodCIDRs {
+		if i > 0 {
+			cidrs += " "
+		}
+		cidrs += c.String()
+	}
+	return p.IP.String() + " " + cidrs + "] " + p.VTEPMAC.String()
+}
+
+func TestUnderlayOfLoopback(t *testing.T) {
+	p, mtu, err := underlayOf(netip.MustParseAddr("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p != netip.MustParsePrefix("127.0.0.0/8") || mtu <= 0 {
+		t.Errorf("underlayOf(127.0.0.1) = %v, %d; want 127.0.0.0/8 and the loopback MTU", p, mtu)
+	}
+	if _, _, err := underlayOf(netip.MustParseAddr("192.0.2.77")); err == nil {
+		t.Error("underlayOf of an address on no interface succeeded")
+	}
+}
+
+func TestStableMAC(t *testing.T) {
+	dir := t.TempDir()
+	m1, err := stableMAC(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m1[0]&1 != 0 || m1[0]&2 == 0 {
+		t.Errorf("generated MAC %s is not locally administered unicast", m1)
+	}
+	m2, err := stableMAC(dir, "")
+	if err != nil || m2.String() != m1.String() {
+		t.Errorf("second stableMAC = %s, %v; want the persisted %s", m2, err, m1)
+	}
+	m3, err := stableMAC(dir, "02:aa:bb:cc:dd:ee")
+	if err != nil || m3.String() != "02:aa:bb:cc:dd:ee" {
+		t.Errorf("stableMAC with a published MAC = %s, %v; want the published one", m3, err)
+	}
+	m4, _ := stableMAC(dir, "")
+	if m4.String() != "02:aa:bb:cc:dd:ee" {
+		t.Errorf("published MAC not persisted: got %s", m4)
+	}
+}

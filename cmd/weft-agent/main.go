@@ -1,0 +1,173 @@
+// Command weft-agent is weft's per-node agent: it programs the node's pod
+// network (VXLAN overlay, firewall rules, pod bridge) from the cluster's Node
+// objects and the kube-system/weft-config ConfigMap, writes the CNI conflist
+// and publishes the node's tunnel endpoint.
+//
+//	weft-agent [flags]           run the agent (until SIGTERM/SIGINT; the datapath stays)
+//	weft-agent cleanup [flags]   remove everything weft made on this node
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/vishvananda/netns"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"weft.dev/weft/agent"
+	"weft.dev/weft/agent/status"
+	"weft.dev/weft/ipam"
+	"weft.dev/weft/overlay"
+)
+
+type flags struct {
+	nodeName, nodeIP, kubeconfig          string
+	stateDir, runDir, cniConfDir, bridge  string
+	namespace, configMap, httpAddr, level string
+}
+
+func (f *flags) register(fs *flag.FlagSet, all bool) {
+	fs.StringVar(&f.runDir, "run-dir", "/run/weft", "runtime directory (ready file, status socket)")
+	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory")
+	fs.StringVar(&f.level, "log-level", "info", "log level: debug, info, warn, error")
+	if !all {
+		return
+	}
+	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	fs.StringVar(&f.nodeIP, "node-ip", "", "this node's underlay address (default: weft.dev/node-ip annotation, else first InternalIP)")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster service account)")
+	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/weft", "state directory (VTEP MAC, IPAM store under ipam/)")
+	fs.StringVar(&f.bridge, "bridge", "weft0", "pod bridge name")
+	fs.StringVar(&f.namespace, "namespace", "kube-system", "namespace of the ConfigMap and the pod CIDR leases")
+	fs.StringVar(&f.configMap, "configmap", "weft-config", "name of the ConfigMap holding config.yaml")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9099", "address for /healthz, /readyz and /metrics (empty: off)")
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	var f flags
+	cleanup := len(args) > 0 && args[0] == "cleanup"
+	name := "weft-agent"
+	if cleanup {
+		args, name = args[1:], "weft-agent cleanup"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	f.register(fs, !cleanup)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.level)); err != nil {
+		return fmt.Errorf("flag -log-level %q: %w", f.level, err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	klog.SetSlogLogger(log.With("component", "client-go"))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	nl, err := overlay.NewNetlink(netns.None())
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	dp := overlay.New(nl, 0, log.With("component", "datapath"))
+	fw, err := overlay.NewFirewall("", log.With("component", "firewall"))
+	if err != nil {
+		return err
+	}
+	defer fw.Close()
+	if cleanup {
+		if err := agent.Cleanup(ctx, dp, fw, f.cniConfDir, f.runDir); err != nil {
+			return err
+		}
+		log.Info("removed weft's datapath, firewall rules, CNI configuration and ready file")
+		return nil
+	}
+
+	if f.nodeName == "" {
+		return errors.New("flag -node-name: empty (and $NODE_NAME unset)")
+	}
+	var nodeIP netip.Addr
+	if f.nodeIP != "" {
+		if nodeIP, err = netip.ParseAddr(f.nodeIP); err != nil {
+			return fmt.Errorf("flag -node-ip %q: %w", f.nodeIP, err)
+		}
+	}
+	cfg, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.UserAgent = "weft-agent/" + f.nodeName
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	host, err := agent.NewLinuxHost()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	ipamDir := filepath.Join(f.stateDir, "ipam")
+	a, err := agent.New(agent.Options{
+		NodeName: f.nodeName, NodeIP: nodeIP, Namespace: f.namespace, ConfigMap: f.configMap,
+		StateDir: f.stateDir, RunDir: f.runDir, CNIConfDir: f.cniConfDir, Bridge: f.bridge, HTTPAddr: f.httpAddr,
+		Client: client, Datapath: dp, Firewall: fw, Host: host, Log: log,
+		IPAM: func(ctx context.Context, ranges []netip.Prefix, reserved []netip.Addr) ([]status.IPAM, error) {
+			s, err := ipam.Open(ipam.Options{Dir: ipamDir, Ranges: ranges, Reserved: reserved})
+			if err != nil {
+				return nil, err
+			}
+			use, err := s.Usage(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]status.IPAM, len(use))
+			for i, u := range use {
+				out[i] = status.IPAM{Prefix: u.Prefix, Used: u.Used, Total: u.Total}
+			}
+			return out, nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("weft-agent starting", "node", f.nodeName, "stateDir", f.stateDir, "runDir", f.runDir,
+		"cniConfDir", f.cniConfDir, "http", f.httpAddr)
+	return a.Run(ctx)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config (or pass -kubeconfig): %w", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	return c, nil
+}
