@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -231,13 +232,37 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
-	t.Run("agent tools without an agent binary", func(t *testing.T) {
-		if l.AgentBuilt() {
-			t.Skip("skipped: weft-agent is built; the agent tests cover it")
+	t.Run("agent tools", func(t *testing.T) {
+		node := weft[0].Name
+		if !l.AgentBuilt() {
+			err := l.AgentStart(ctx, node)
+			if !errors.Is(err, lab.ErrNoAgent) {
+				t.Errorf("AgentStart without the binary: %v, want ErrNoAgent", err)
+			}
+			return
 		}
-		err := l.AgentStart(ctx, weft[0].Name)
-		if err == nil || !strings.Contains(err.Error(), "weft-agent not built") {
-			t.Errorf("AgentStart without the binary: %v", err)
+		pid := l.AgentPid(node)
+		if pid == 0 {
+			t.Fatalf("%s: no agent running after up (see %s)", node, filepath.Join(l.NodeDir(node), "agent.log"))
+		}
+		if err := l.AgentKill(node); err != nil {
+			t.Fatal(err)
+		}
+		if l.AgentPid(node) != 0 {
+			t.Error("agent still running after AgentKill")
+		}
+		if err := l.AgentStart(ctx, node); err != nil {
+			t.Fatal(err)
+		}
+		started := l.AgentPid(node)
+		if started == 0 || started == pid {
+			t.Errorf("AgentStart: pid %d (was %d)", started, pid)
+		}
+		if err := l.AgentRestart(ctx, node); err != nil {
+			t.Fatal(err)
+		}
+		if got := l.AgentPid(node); got == 0 || got == started {
+			t.Errorf("AgentRestart: pid %d (was %d)", got, started)
 		}
 	})
 }
