@@ -8,9 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -258,4 +260,56 @@ func nsPids(t *testing.T, ns *nstest.NS) string {
 		t.Fatalf("ip netns pids %s: %v", ns.Name, err)
 	}
 	return strings.Join(strings.Fields(string(out)), " ")
+}
+
+// TestInNetnsNeverMovesMainThread runs many namespace switches at once and
+// watches the namespace of the process's main thread (what `ip netns pids`
+// sees): it must never be the lab namespace.
+func TestInNetnsNeverMovesMainThread(t *testing.T) {
+	ns := nstest.New(t, "main")
+	root, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	seen := make(chan string, 1)
+	go func() {
+		defer close(seen)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if got, err := os.Readlink("/proc/self/ns/net"); err == nil && got != root {
+				seen <- got
+				return
+			}
+			runtime.Gosched()
+		}
+	}()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				if err := inNetns(ns.Path, func() error {
+					time.Sleep(time.Millisecond)
+					return nil
+				}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if got, ok := <-seen; ok {
+		t.Errorf("main thread was in namespace %s (root %s)", got, root)
+	}
+	if out := nsPids(t, ns); out != "" {
+		t.Errorf("processes in %s: %s", ns.Name, out)
+	}
 }

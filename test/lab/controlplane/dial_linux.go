@@ -7,6 +7,7 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // netnsDialer opens TCP connections from inside a named network namespace,
@@ -37,14 +38,23 @@ func (d netnsDialer) DialContext(ctx context.Context, network, address string) (
 // switched back and unlocked. If switching back fails the goroutine exits
 // still locked, so the runtime discards the thread.
 //
-// Switching back matters: a locked goroutine that exits on the process's
-// main thread does not destroy it (Go parks it for good), and the main
-// thread's namespace is the one /proc/<pid>/ns/net and `ip netns pids` show.
-// Left in the lab namespace, the whole process would count as inside it.
+// The main thread never enters the namespace: its namespace is the one
+// /proc/<pid>/ns/net and `ip netns pids` show, so even for a moment inside,
+// the whole process would count as a member of the lab namespace (and be
+// killed by a teardown that kills the namespace's processes). A locked
+// goroutine that exits on the main thread does not destroy it either (Go
+// parks it for good).
 func inNetns(path string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The main thread: keep it busy (locked to this goroutine, it
+			// runs nothing else) and do the work on another thread.
+			errc <- inNetns(path, fn)
+			runtime.UnlockOSThread()
+			return
+		}
 		orig, err := netns.Get()
 		if err != nil {
 			errc <- fmt.Errorf("get current namespace: %w", err)
