@@ -21,9 +21,8 @@
 // candidate addresses. Allocation probes from the range's cursor (the last
 // address handed out), so its probe cost grows only with the run of taken
 // addresses just after the cursor. Directory scans happen
-// only in GC, Usage (names only), the reclaim after a reboot, and Release of
-// an owner that holds nothing (to find addresses whose owner record was
-// lost, which no crash causes).
+// only in GC, Usage (names only) and the reclaim after a reboot; Release of
+// an owner that holds nothing (a repeated DEL) is as cheap as any other.
 //
 // # On-disk layout
 //
@@ -95,6 +94,6 @@
 // or kernel crash, which is a reboot, after which every reservation is
 // reclaimed; a record damaged that way fails to parse and counts as stale.
 // Addresses whose owner record is gone some other way (removed by hand) are
-// found by Release's fallback scan and by GC, which gives a kept owner its
-// record back when all its addresses are intact and removes them otherwise.
+// found by GC, which gives a kept owner its record back when all its
+// addresses are intact and removes them otherwise.
 package ipam

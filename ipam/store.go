@@ -222,14 +222,9 @@ func (s *Store) Release(ctx context.Context, o Owner) error {
 		return fmt.Errorf("release: %w", err)
 	}
 	err := s.do(ctx, func() error {
-		held, err := s.release(o.key())
-		if err != nil || held {
-			return err
-		}
-		// No owner record: remove any address still naming o, in case
-		// the record was lost (it never is by a crash; see the package
-		// comment). This is the one case where Release scans.
-		_, err = s.removeOrphans(func(r record) bool { return r.owner == o })
+		// No owner record means nothing is held: no crash loses a record
+		// (see the package comment), so a repeated DEL costs no scan.
+		_, err := s.release(o.key())
 		return err
 	})
 	if err != nil {
