@@ -1,0 +1,84 @@
+package bgpmode
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"weft.dev/weft/agent/config"
+)
+
+// AnnotationNodeIP is the agent's override of a node's underlay address.
+const AnnotationNodeIP = "weft.dev/node-ip"
+
+// NodeFromAPI converts a Node object: its addresses are the
+// weft.dev/node-ip annotation first, then its InternalIPs; podCIDRs are
+// the node's pod CIDRs as the agent determined them (allocated or leased).
+func NodeFromAPI(n *corev1.Node, podCIDRs []netip.Prefix) Node {
+	out := Node{Name: n.Name, PodCIDRs: slices.Clone(podCIDRs), Labels: n.Labels, Annotations: n.Annotations}
+	add := func(s string) {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			return
+		}
+		if a = a.Unmap(); !slices.Contains(out.Addrs, a) {
+			out.Addrs = append(out.Addrs, a)
+		}
+	}
+	add(n.Annotations[AnnotationNodeIP])
+	for _, ad := range n.Status.Addresses {
+		if ad.Type == corev1.NodeInternalIP {
+			add(ad.Address)
+		}
+	}
+	return out
+}
+
+// ServiceFromAPI returns a Service's load-balancer ingress IPs and
+// externalIPs.
+func ServiceFromAPI(s *corev1.Service) Service {
+	out := Service{Name: s.Namespace + "/" + s.Name}
+	add := func(str string) {
+		if a, err := netip.ParseAddr(strings.TrimSpace(str)); err == nil && !slices.Contains(out.IPs, a.Unmap()) {
+			out.IPs = append(out.IPs, a.Unmap())
+		}
+	}
+	for _, ing := range s.Status.LoadBalancer.Ingress {
+		add(ing.IP)
+	}
+	for _, ip := range s.Spec.ExternalIPs {
+		add(ip)
+	}
+	return out
+}
+
+// ResolvePasswords reads the password of every peer with a
+// passwordSecretRef through get (which returns a Secret's data of
+// kube-system, or an error when it does not exist). A missing Secret or
+// key is a FieldError naming the peer.
+func ResolvePasswords(cfg config.BGPConfig, get func(name string) (map[string][]byte, error)) (map[config.SecretKeyRef]string, error) {
+	out := map[config.SecretKeyRef]string{}
+	for i, p := range cfg.Peers {
+		ref := p.PasswordSecretRef
+		if ref == nil {
+			continue
+		}
+		field := fmt.Sprintf("bgp.peers[%d].passwordSecretRef", i)
+		data, err := get(ref.Name)
+		if err != nil {
+			return nil, &config.FieldError{Field: field, Value: ref.String(), Reason: fmt.Sprintf("Secret kube-system/%s: %v", ref.Name, err)}
+		}
+		v, ok := data[ref.Key]
+		if !ok || len(v) == 0 {
+			return nil, &config.FieldError{Field: field, Value: ref.String(), Reason: fmt.Sprintf("Secret kube-system/%s has no key %q", ref.Name, ref.Key)}
+		}
+		if len(v) > 80 {
+			return nil, &config.FieldError{Field: field, Value: ref.String(), Reason: "password longer than 80 bytes (TCP MD5 limit)"}
+		}
+		out[*ref] = string(v)
+	}
+	return out, nil
+}
