@@ -29,6 +29,7 @@ type Network struct {
 	Gateways  []netip.Addr
 	DataDir   string // the CNI binary's IPAM store
 	ReadyFile string
+	Chain     Chain // from Negotiate; the zero value is weft alone at Preferred
 }
 
 type weftPlugin struct {
@@ -58,14 +59,20 @@ func Render(n Network) ([]byte, error) {
 	if n.Bridge == "" || n.MTU <= 0 || len(n.PodCIDRs) == 0 || len(n.Gateways) != len(n.PodCIDRs) || n.DataDir == "" {
 		return nil, fmt.Errorf("render conflist: incomplete network %+v", n)
 	}
+	version := n.Chain.CNIVersion
+	if version == "" {
+		version = Preferred
+	}
 	c := conflist{
-		CNIVersion: "1.1.0",
+		CNIVersion: version,
 		Name:       "weft",
 		Plugins: []any{
 			weftPlugin{Type: "weft", Bridge: n.Bridge, MTU: n.MTU, PodCIDRs: n.PodCIDRs, Gateways: n.Gateways,
 				DataDir: n.DataDir, HairpinMode: true, ReadyFile: n.ReadyFile},
-			portmapPlugin{Type: "portmap", Capabilities: map[string]bool{"portMappings": true}},
 		},
+	}
+	if n.Chain.Portmap {
+		c.Plugins = append(c.Plugins, portmapPlugin{Type: "portmap", Capabilities: map[string]bool{"portMappings": true}})
 	}
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {

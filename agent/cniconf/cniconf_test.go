@@ -22,24 +22,37 @@ func network() Network {
 }
 
 func TestRenderFormat(t *testing.T) {
-	b, err := Render(network())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got any
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatalf("conflist is not JSON: %v\n%s", err, b)
-	}
-	var want any
-	if err := json.Unmarshal([]byte(`{"cniVersion":"1.1.0","name":"weft","plugins":[
-		{"type":"weft","bridge":"weft0","mtu":1450,"podCIDRs":["10.244.1.0/24","fd00:10:244:1::/64"],
+	const weft = `{"type":"weft","bridge":"weft0","mtu":1450,"podCIDRs":["10.244.1.0/24","fd00:10:244:1::/64"],
 		 "gateways":["10.244.1.1","fd00:10:244:1::1"],"dataDir":"/var/lib/weft/ipam","hairpinMode":true,
-		 "readyFile":"/run/weft/ready"},
-		{"type":"portmap","capabilities":{"portMappings":true}}]}`), &want); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("conflist (-want +got):\n%s", diff)
+		 "readyFile":"/run/weft/ready"}`
+	const portmap = `{"type":"portmap","capabilities":{"portMappings":true}}`
+	for _, tc := range []struct {
+		name  string
+		chain Chain
+		want  string
+	}{
+		{"zero chain: weft alone at 1.1.0", Chain{}, `{"cniVersion":"1.1.0","name":"weft","plugins":[` + weft + `]}`},
+		{"portmap at 1.1.0", Chain{CNIVersion: "1.1.0", Portmap: true}, `{"cniVersion":"1.1.0","name":"weft","plugins":[` + weft + `,` + portmap + `]}`},
+		{"portmap that stops at 1.0.0", Chain{CNIVersion: "1.0.0", Portmap: true}, `{"cniVersion":"1.0.0","name":"weft","plugins":[` + weft + `,` + portmap + `]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := network()
+			n.Chain = tc.chain
+			b, err := Render(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got, want any
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatalf("conflist is not JSON: %v\n%s", err, b)
+			}
+			if err := json.Unmarshal([]byte(tc.want), &want); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("conflist (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
