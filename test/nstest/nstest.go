@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -68,8 +69,14 @@ func New(t testing.TB, tag string) *NS {
 // Remove kills every process in the namespace and deletes it.
 func (ns *NS) Remove() error {
 	if out, err := exec.Command("ip", "netns", "pids", ns.Name).Output(); err == nil {
+		self := strconv.Itoa(os.Getpid())
 		for _, pid := range strings.Fields(string(out)) {
-			_ = exec.Command("kill", "-9", pid).Run()
+			// The test process itself shows up when one of its threads is
+			// inside the namespace at this instant (ip netns pids reads the
+			// main thread's namespace); it is never a leftover.
+			if pid != self {
+				_ = exec.Command("kill", "-9", pid).Run()
+			}
 		}
 	}
 	if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
