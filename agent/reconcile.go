@@ -157,6 +157,7 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 	}
 	if err := a.o.Host.EnsureBridge(ctx, a.o.Bridge, res.PodMTU, gws); err != nil {
 		p.fail("bridge", err)
+		p.block("bridge: " + err.Error()) // e.g. forwarding off and /proc/sys read-only
 	}
 	dpErr := a.o.Datapath.Reconcile(ctx, res.Desired)
 	if dpErr != nil {
