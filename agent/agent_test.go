@@ -227,9 +227,11 @@ func TestAgentReconcilesFromInformers(t *testing.T) {
 	if got := h.dp.dump(); got != wantDP {
 		t.Errorf("datapath:\n%s\nwant:\n%s", got, wantDP)
 	}
+	h.host.mu.Lock()
 	if got, want := h.host.bridge, "weft0 mtu 1450 [10.244.1.1/24]"; got != want {
 		t.Errorf("bridge = %q, want %q", got, want)
 	}
+	h.host.mu.Unlock()
 	h.fw.mu.Lock()
 	if got := fmt.Sprint(h.fw.rules.VTEPSources, h.fw.rules.PodCIDRs, h.fw.rules.Masquerade); got != "[192.168.1.2] [10.244.1.0/24] true" {
 		t.Errorf("firewall rules = %s", got)
@@ -265,9 +267,11 @@ func TestAgentReconcilesFromInformers(t *testing.T) {
 	if strings.TrimSpace(string(persisted)) != n.Annotations[AnnotationVTEPMAC] {
 		t.Errorf("persisted MAC %q != published %q", persisted, n.Annotations[AnnotationVTEPMAC])
 	}
+	h.dp.mu.Lock()
 	if h.dp.want.Devices[0].MAC.String() != n.Annotations[AnnotationVTEPMAC] {
 		t.Errorf("device MAC %s != published %s", h.dp.want.Devices[0].MAC, n.Annotations[AnnotationVTEPMAC])
 	}
+	h.dp.mu.Unlock()
 
 	// A new peer appears: enqueue → reconcile.
 	if _, err := h.client.CoreV1().Nodes().Create(ctx, kubeNode("node-c", "192.168.1.3", "10.244.3.0/24", "02:00:00:00:00:0c"), metav1.CreateOptions{}); err != nil {

@@ -113,8 +113,8 @@ func allEndOfRIB(t bgp.Table, peers []bgp.Peer) bool {
 	return true
 }
 
-// toRetained keeps routes as they are, with only the gateway as next hop
-// (the kernel's device is resolved again when they are installed).
+// toRetained keeps routes as they are, sorted, with only the gateway as
+// next hop (the kernel's device is resolved again when they are installed).
 func toRetained(routes []overlay.Route) []overlay.Route {
 	out := make([]overlay.Route, 0, len(routes))
 	for _, r := range routes {
@@ -128,5 +128,6 @@ func toRetained(routes []overlay.Route) []overlay.Route {
 			out = append(out, overlay.Route{Dst: r.Dst.Masked(), NextHops: hops})
 		}
 	}
+	slices.SortFunc(out, func(a, b overlay.Route) int { return comparePrefix(a.Dst, b.Dst) })
 	return out
 }
