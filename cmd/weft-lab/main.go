@@ -32,7 +32,7 @@ const usage = `usage: weft-lab [-v] COMMAND ...
   apiserver stop|start N
   link down|up N NODE IFACE    cut or restore a link (inside NODE)
   demo -f FILE                 up, pods, connectivity matrix, down
-`
+` + servicesUsage
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -234,6 +234,9 @@ func dispatch(ctx context.Context, opts lab.Options, cmd string, args []string, 
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	}
+	if handled, err := dispatchServices(ctx, opts, cmd, args, stdout, stderr); handled {
+		return err
 	}
 	return usageErr("unknown command %q", strings.TrimSpace(cmd))
 }
