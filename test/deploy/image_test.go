@@ -265,7 +265,10 @@ func TestImageRuns(t *testing.T) {
 		argv []string
 		want string
 	}{
-		{[]string{"/usr/local/bin/weft-agent", "--version"}, "weft"},
+		// weft-agent has no --version flag yet; --help parses the flags
+		// and prints their usage, which proves the binary runs in the image.
+		{[]string{"/usr/local/bin/weft-agent", "--help"}, "-node-name"},
+		{[]string{"/usr/local/bin/weftctl", "--help"}, "status"},
 		{[]string{"/usr/local/bin/weft-install", "--version"}, "weft-install"},
 		{[]string{"/usr/sbin/iptables", "--version"}, "(nf_tables)"},
 		{[]string{"/usr/sbin/ip6tables", "--version"}, "(nf_tables)"},
