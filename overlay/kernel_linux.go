@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -16,6 +17,13 @@ import (
 type Netlink struct {
 	ns netns.NsHandle
 	h  *netlink.Handle
+
+	// Device indexes by name, refreshed by every Observe, so the writes of
+	// a pass (three per peer) do not each look their device up again. A
+	// write that finds its cached index gone looks it up and tries once
+	// more (see withIndex).
+	mu      sync.Mutex
+	indexes map[string]int
 }
 
 var _ Kernel = (*Netlink)(nil)
@@ -28,7 +36,7 @@ func NewNetlink(ns netns.NsHandle) (*Netlink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in namespace %v: %w", ns, err)
 	}
-	return &Netlink{ns: ns, h: h}, nil
+	return &Netlink{ns: ns, h: h, indexes: map[string]int{}}, nil
 }
 
 // Close releases the netlink sockets.
@@ -73,15 +81,20 @@ func (k *Netlink) Observe(ctx context.Context, devices []string, proto int) (Sta
 		return s, fmt.Errorf("list links: %w", err)
 	}
 	names := map[int]string{}
+	indexes := make(map[string]int, len(links))
 	var ours []netlink.Link
 	for _, l := range links {
 		names[l.Attrs().Index] = l.Attrs().Name
+		indexes[l.Attrs().Name] = l.Attrs().Index
 		for _, d := range devices {
 			if l.Attrs().Name == d {
 				ours = append(ours, l)
 			}
 		}
 	}
+	k.mu.Lock()
+	k.indexes = indexes
+	k.mu.Unlock()
 	for _, l := range ours {
 		ds, err := k.deviceState(l)
 		if err != nil {
@@ -196,6 +209,7 @@ func (k *Netlink) SetDevice(ctx context.Context, d Device) error {
 	case err != nil:
 		return fmt.Errorf("find device %s: %w", d.Name, err)
 	}
+	k.remember(d.Name, l.Attrs().Index)
 	have, err := k.deviceState(l)
 	if err != nil {
 		return err
@@ -247,6 +261,7 @@ func contains(addrs []netip.Addr, a netip.Addr) bool {
 }
 
 func (k *Netlink) DeleteDevice(ctx context.Context, name string) error {
+	k.forget(name)
 	l, err := k.h.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
@@ -261,27 +276,63 @@ func (k *Netlink) DeleteDevice(ctx context.Context, name string) error {
 	return nil
 }
 
+// index returns dev's index, from the cache when it has it.
 func (k *Netlink) index(dev string) (int, error) {
+	k.mu.Lock()
+	idx, ok := k.indexes[dev]
+	k.mu.Unlock()
+	if ok {
+		return idx, nil
+	}
 	l, err := k.h.LinkByName(dev)
 	if err != nil {
 		return 0, fmt.Errorf("find device %s: %w", dev, err)
 	}
+	k.remember(dev, l.Attrs().Index)
 	return l.Attrs().Index, nil
 }
 
-func (k *Netlink) neigh(n Neighbor) (*netlink.Neigh, error) {
-	idx, err := k.index(n.Dev)
+func (k *Netlink) remember(dev string, idx int) {
+	k.mu.Lock()
+	k.indexes[dev] = idx
+	k.mu.Unlock()
+}
+
+func (k *Netlink) forget(dev string) {
+	k.mu.Lock()
+	delete(k.indexes, dev)
+	k.mu.Unlock()
+}
+
+// withIndex runs write with dev's index. When the kernel answers that the
+// device is gone (ENODEV), the cached index may be stale (the device was
+// recreated since it was read): it looks dev up again and retries once.
+func (k *Netlink) withIndex(dev string, write func(idx int) error) error {
+	idx, err := k.index(dev)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return &netlink.Neigh{LinkIndex: idx, Family: family(n.IP), State: netlink.NUD_PERMANENT, IP: toNet(n.IP), HardwareAddr: n.MAC}, nil
+	err = write(idx)
+	if !errors.Is(err, unix.ENODEV) {
+		return err
+	}
+	k.forget(dev)
+	fresh, ferr := k.index(dev)
+	if ferr != nil {
+		return errors.Join(err, ferr)
+	}
+	if fresh == idx {
+		return err
+	}
+	return write(fresh)
+}
+
+func (k *Netlink) neigh(n Neighbor, idx int) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: idx, Family: family(n.IP), State: netlink.NUD_PERMANENT, IP: toNet(n.IP), HardwareAddr: n.MAC}
 }
 
 func (k *Netlink) SetNeighbor(ctx context.Context, n Neighbor) error {
-	nl, err := k.neigh(n)
-	if err == nil {
-		err = k.h.NeighSet(nl)
-	}
+	err := k.withIndex(n.Dev, func(idx int) error { return k.h.NeighSet(k.neigh(n, idx)) })
 	if err != nil {
 		return fmt.Errorf("set neighbour %v lladdr %v on %s: %w", n.IP, n.MAC, n.Dev, err)
 	}
@@ -289,32 +340,22 @@ func (k *Netlink) SetNeighbor(ctx context.Context, n Neighbor) error {
 }
 
 func (k *Netlink) DeleteNeighbor(ctx context.Context, n Neighbor) error {
-	nl, err := k.neigh(n)
-	if err == nil {
-		err = k.h.NeighDel(nl)
-	}
+	err := k.withIndex(n.Dev, func(idx int) error { return k.h.NeighDel(k.neigh(n, idx)) })
 	if err != nil && !gone(err) {
 		return fmt.Errorf("delete neighbour %v on %s: %w", n.IP, n.Dev, err)
 	}
 	return nil
 }
 
-func (k *Netlink) fdbEntry(f FDBEntry) (*netlink.Neigh, error) {
-	idx, err := k.index(f.Dev)
-	if err != nil {
-		return nil, err
-	}
+func (k *Netlink) fdbEntry(f FDBEntry, idx int) *netlink.Neigh {
 	return &netlink.Neigh{
 		LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
 		IP: toNet(f.Dst), HardwareAddr: f.MAC,
-	}, nil
+	}
 }
 
 func (k *Netlink) SetFDB(ctx context.Context, f FDBEntry) error {
-	n, err := k.fdbEntry(f)
-	if err == nil {
-		err = k.h.NeighSet(n)
-	}
+	err := k.withIndex(f.Dev, func(idx int) error { return k.h.NeighSet(k.fdbEntry(f, idx)) })
 	if err != nil {
 		return fmt.Errorf("set fdb %v dst %v on %s: %w", f.MAC, f.Dst, f.Dev, err)
 	}
@@ -322,10 +363,7 @@ func (k *Netlink) SetFDB(ctx context.Context, f FDBEntry) error {
 }
 
 func (k *Netlink) DeleteFDB(ctx context.Context, f FDBEntry) error {
-	n, err := k.fdbEntry(f)
-	if err == nil {
-		err = k.h.NeighDel(n)
-	}
+	err := k.withIndex(f.Dev, func(idx int) error { return k.h.NeighDel(k.fdbEntry(f, idx)) })
 	if err != nil && !gone(err) {
 		return fmt.Errorf("delete fdb %v dst %v on %s: %w", f.MAC, f.Dst, f.Dev, err)
 	}
@@ -370,9 +408,19 @@ func (k *Netlink) route(r Route, proto int) (*netlink.Route, error) {
 }
 
 func (k *Netlink) SetRoute(ctx context.Context, r Route, proto int) error {
-	nr, err := k.route(r, proto)
-	if err == nil {
-		err = k.h.RouteReplace(nr)
+	replace := func() error {
+		nr, err := k.route(r, proto)
+		if err != nil {
+			return err
+		}
+		return k.h.RouteReplace(nr)
+	}
+	err := replace()
+	if errors.Is(err, unix.ENODEV) { // a cached index may be stale: look the devices up again
+		for _, h := range r.NextHops {
+			k.forget(h.Dev)
+		}
+		err = replace()
 	}
 	if err != nil {
 		return fmt.Errorf("replace route %v: %w", r, err)

@@ -402,3 +402,62 @@ func TestDirectRoutingAndECMP(t *testing.T) {
 		t.Fatalf("after shrinking to one next hop:\n%s", out)
 	}
 }
+
+// TestStaleDeviceIndex: the writes of a pass use the device indexes read by
+// Observe. When the device was recreated since (here by hand, between
+// Observe and the writes), each write finds the new device and lands on it.
+func TestStaleDeviceIndex(t *testing.T) {
+	nstest.RequireRoot(t)
+	a, b := twoNodes(t, false)
+	want := a.desired(42, b)
+	mustReconcile(t, a, want)
+	old := ifindex(t, a, VXLANDevice)
+	if _, err := a.k.Observe(context.Background(), []string{VXLANDevice}, DefaultRouteProtocol); err != nil {
+		t.Fatal(err)
+	}
+	a.ns.MustRun(t, "ip", "link", "del", VXLANDevice)
+	a.ns.MustRun(t, "ip", "link", "add", VXLANDevice, "type", "vxlan", "id", "42", "local", a.under.String(), "dstport", "4789", "nolearning")
+	a.ns.MustRun(t, "ip", "link", "set", VXLANDevice, "up")
+	if got := ifindex(t, a, VXLANDevice); got == old {
+		t.Fatalf("recreated device kept ifindex %s", got)
+	}
+	ctx := context.Background()
+	for _, n := range want.Neighbors {
+		if err := a.k.SetNeighbor(ctx, n); err != nil {
+			t.Fatalf("SetNeighbor after recreation: %v", err)
+		}
+	}
+	for _, f := range want.FDB {
+		if err := a.k.SetFDB(ctx, f); err != nil {
+			t.Fatalf("SetFDB after recreation: %v", err)
+		}
+	}
+	for _, r := range want.Routes {
+		if err := a.k.SetRoute(ctx, r, DefaultRouteProtocol); err != nil {
+			t.Fatalf("SetRoute after recreation: %v", err)
+		}
+	}
+	have, err := a.k.Observe(ctx, []string{VXLANDevice}, DefaultRouteProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(have.Neighbors) != len(want.Neighbors) || len(have.FDB) != len(want.FDB) || len(have.Routes) != len(want.Routes) {
+		t.Fatalf("on the new device: %d neighbours, %d fdb, %d routes; want %d, %d, %d",
+			len(have.Neighbors), len(have.FDB), len(have.Routes), len(want.Neighbors), len(want.FDB), len(want.Routes))
+	}
+	for _, r := range have.Routes {
+		if r.NextHops[0].Dev != VXLANDevice {
+			t.Errorf("route %v on %q, want %s", r, r.NextHops[0].Dev, VXLANDevice)
+		}
+	}
+	// Deleting through a stale index works too (and a second delete is no error).
+	a.ns.MustRun(t, "ip", "link", "set", VXLANDevice, "name", "weft.old")
+	a.ns.MustRun(t, "ip", "link", "add", VXLANDevice, "type", "vxlan", "id", "42", "local", a.under.String(), "dstport", "4790", "nolearning")
+	for range 2 {
+		for _, n := range want.Neighbors {
+			if err := a.k.DeleteNeighbor(ctx, n); err != nil {
+				t.Fatalf("DeleteNeighbor: %v", err)
+			}
+		}
+	}
+}
