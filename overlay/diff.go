@@ -188,9 +188,27 @@ func diff(want Desired, have State) []op {
 		}
 	}
 
-	slices.SortStableFunc(ops, func(a, b op) int {
-		return cmp.Or(cmp.Compare(a.kind, b.kind), strings.Compare(a.String(), b.String()))
+	return sortOps(ops)
+}
+
+// sortOps orders ops by kind, then by their text, formatting each op once
+// (a comparison that formats both sides costs more than the kernel writes
+// with a thousand peers).
+func sortOps(ops []op) []op {
+	type keyed struct {
+		op
+		text string
+	}
+	ks := make([]keyed, len(ops))
+	for i, o := range ops {
+		ks[i] = keyed{o, o.String()}
+	}
+	slices.SortStableFunc(ks, func(a, b keyed) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), strings.Compare(a.text, b.text))
 	})
+	for i, k := range ks {
+		ops[i] = k.op
+	}
 	return ops
 }
 

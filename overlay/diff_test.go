@@ -82,6 +82,16 @@ func TestDiff(t *testing.T) {
 			},
 		},
 		{
+			name: "two peers: sorted by text within each kind",
+			want: testDesired(3, 2),
+			have: testState(),
+			ops: []string{
+				"set neigh " + n2.String(), "set neigh " + n3.String(),
+				"set fdb " + f2.String(), "set fdb " + f3.String(),
+				"set route " + r2.String(), "set route " + r3.String(),
+			},
+		},
+		{
 			name: "peer removed: route, FDB, neighbour",
 			want: testDesired(2),
 			have: testState(2, 3),
@@ -290,5 +300,23 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("validate: %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// BenchmarkDiff diffs a fresh node against 1000 peers (3000 writes to
+// order), what the agent's first pass computes.
+func BenchmarkDiff(b *testing.B) {
+	want := Desired{Devices: []Device{testDevice()}}
+	for i := range 1000 {
+		vtep := netip.AddrFrom4([4]byte{10, 245 + byte(i>>8), byte(i), 0})
+		mac := net.HardwareAddr{0x02, 0, 0, 0, byte(i >> 8), byte(i)}
+		want.Neighbors = append(want.Neighbors, Neighbor{Dev: VXLANDevice, IP: vtep, MAC: mac})
+		want.FDB = append(want.FDB, FDBEntry{Dev: VXLANDevice, MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, byte(i >> 8), byte(i)})})
+		want.Routes = append(want.Routes, Route{Dst: netip.PrefixFrom(vtep, 24), NextHops: []NextHop{{Gateway: vtep, Dev: VXLANDevice, Onlink: true}}})
+	}
+	for b.Loop() {
+		if ops := diff(want, State{}); len(ops) != 3001 {
+			b.Fatalf("%d ops, want 3001", len(ops))
+		}
 	}
 }
