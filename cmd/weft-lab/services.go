@@ -22,7 +22,7 @@ import (
 
 const servicesUsage = `  kube-proxy start N NODE|all MODE   run kube-proxy (iptables, nftables, ipvs) on weft nodes
   kube-proxy stop N NODE|all
-  serve N POD PORT             start the echo server in a pod (POD: pod or node/pod)
+  serve N NAME PORT            start the echo server in a node or pod (NAME: node, pod or node/pod)
   service add N NAME TYPE PORT[:TARGET] POD... [--node-port P] [--lb-ip IP]...
                                a Service (ClusterIP, NodePort, LoadBalancer) of lab pods
   service del N NAME
@@ -109,7 +109,7 @@ func portArg(what, s string) (uint16, error) {
 
 func serveCmd(ctx context.Context, opts lab.Options, args []string) error {
 	if len(args) != 3 {
-		return usageErr("serve N POD PORT")
+		return usageErr("serve N NAME PORT")
 	}
 	port, err := portArg("port", args[2])
 	if err != nil {
@@ -119,11 +119,7 @@ func serveCmd(ctx context.Context, opts lab.Options, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := podArg(l, args[1])
-	if err != nil {
-		return err
-	}
-	return l.Serve(ctx, p.Node, p.Name, port)
+	return l.Serve(ctx, args[1], port)
 }
 
 // ipList collects repeated -lb-ip flags.
@@ -233,7 +229,7 @@ func fetchCmd(ctx context.Context, opts lab.Options, args []string, stdout io.Wr
 	}
 	for _, r := range res {
 		if r.Echo != nil {
-			fmt.Fprintf(stdout, "%s answered, saw client %s (%s)\n", r.Echo.Pod, r.Echo.Client, r.Took.Round(time.Microsecond))
+			fmt.Fprintf(stdout, "%s answered, saw client %s (%s)\n", r.Echo.Server, r.Echo.Client, r.Took.Round(time.Microsecond))
 		} else {
 			fmt.Fprintf(stdout, "failed: %s\n", r.Err)
 		}

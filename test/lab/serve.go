@@ -27,16 +27,17 @@ import (
 // The client (Fetch) makes each request on a new connection, so every
 // request is a new flow through the Service's load balancing.
 //
-//	weft-lab serve N POD PORT           starts `weft-lab _serve NAME PORT` in POD
+//	weft-lab serve N NAME PORT          starts `weft-lab _serve NAME PORT` in NAME
 //	weft-lab fetch N FROM URL [COUNT]   runs `weft-lab _fetch ...` in FROM
 //
-// A server's pid is in <nodeDir>/pods/<pod>.serve-<port>.pid, its output in
-// <nodeDir>/pods/<pod>.serve-<port>.log; it dies with the lab (every process
-// inside a lab namespace is killed on down) or with ServeStop.
+// A pod's server keeps its pid in <nodeDir>/pods/<pod>.serve-<port>.pid and
+// its output in <nodeDir>/pods/<pod>.serve-<port>.log (a node's in
+// <nodeDir>/serve-<port>.*); it dies with the lab (every process inside a
+// lab namespace is killed on down) or with ServeStop.
 
 // Echo is the echo server's answer.
 type Echo struct {
-	Pod    string `json:"pod"`    // node/pod of the server
+	Server string `json:"server"` // the node or pod that answered (as given to Serve)
 	Client string `json:"client"` // remote address of the connection, ip:port
 }
 
@@ -49,17 +50,17 @@ func (e Echo) ClientAddr() (netip.Addr, error) {
 	return ap.Addr().Unmap(), nil
 }
 
-// EchoHandler answers every request with Echo{pod, remote address}.
-func EchoHandler(pod string) http.Handler {
+// EchoHandler answers every request with Echo{server, remote address}.
+func EchoHandler(server string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(Echo{Pod: pod, Client: r.RemoteAddr})
+		_ = json.NewEncoder(w).Encode(Echo{Server: server, Client: r.RemoteAddr})
 	})
 }
 
 // ServeEcho runs the echo server on ln until ctx ends.
-func ServeEcho(ctx context.Context, ln net.Listener, pod string) error {
-	srv := &http.Server{Handler: EchoHandler(pod), ReadHeaderTimeout: 5 * time.Second}
+func ServeEcho(ctx context.Context, ln net.Listener, server string) error {
+	srv := &http.Server{Handler: EchoHandler(server), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -75,53 +76,73 @@ func ServeEcho(ctx context.Context, ln net.Listener, pod string) error {
 
 func (l *Lab) labBin() string { return filepath.Join(l.opts.BinDir, "weft-lab") }
 
-func (l *Lab) serveFile(node, pod string, port uint16, ext string) string {
-	return filepath.Join(l.NodeDir(node), "pods", fmt.Sprintf("%s.serve-%d.%s", pod, port, ext))
-}
-
-// ServePid is the pid of the echo server of a pod on port, 0 when none runs.
-func (l *Lab) ServePid(node, pod string, port uint16) int {
-	return pidFromFile(l.serveFile(node, pod, port, "pid"))
-}
-
-// Serve starts the echo server in a pod on port (all addresses of the pod),
-// detached, and returns once it accepts connections. A server that runs
-// already is kept.
-func (l *Lab) Serve(ctx context.Context, node, pod string, port uint16) error {
-	if port == 0 {
-		return fmt.Errorf("serve in %s/%s: port 0", node, pod)
+// serveFile is where the echo server of a node or pod (see Resolve) on
+// port keeps its pid and output: <nodeDir>/pods/<pod>.serve-<port>.<ext>
+// for a pod, <nodeDir>/serve-<port>.<ext> for a node.
+func (l *Lab) serveFile(name string, port uint16, ext string) (string, error) {
+	ns, err := l.Resolve(name)
+	if err != nil {
+		return "", err
 	}
-	if err := l.checkWeftNode(node); err != nil {
+	rest := strings.TrimPrefix(ns, labNSPrefix(l.Name))
+	node, pod, isPod := strings.Cut(rest, ".")
+	if isPod {
+		return filepath.Join(l.NodeDir(node), "pods", fmt.Sprintf("%s.serve-%d.%s", pod, port, ext)), nil
+	}
+	return filepath.Join(l.NodeDir(node), fmt.Sprintf("serve-%d.%s", port, ext)), nil
+}
+
+// ServePid is the pid of the echo server of a node or pod on port, 0 when
+// none runs.
+func (l *Lab) ServePid(name string, port uint16) int {
+	f, err := l.serveFile(name, port, "pid")
+	if err != nil {
+		return 0
+	}
+	return pidFromFile(f)
+}
+
+// Serve starts the echo server in a node or pod (name as for Resolve) on
+// port (all its addresses), detached, and returns once it accepts
+// connections. It answers with name as Echo.Server. A server that runs
+// already is kept.
+func (l *Lab) Serve(ctx context.Context, name string, port uint16) error {
+	if port == 0 {
+		return fmt.Errorf("serve in %s: port 0", name)
+	}
+	ns, err := l.Resolve(name)
+	if err != nil {
 		return err
 	}
-	ns := podNS(l.Name, node, pod)
-	if !nsExists(ns) {
-		return fmt.Errorf("no pod %s/%s in lab %s", node, pod, l.Name)
+	pidf, err := l.serveFile(name, port, "pid")
+	if err != nil {
+		return err
 	}
-	if l.ServePid(node, pod, port) > 0 {
+	logf, _ := l.serveFile(name, port, "log")
+	if pidFromFile(pidf) > 0 {
 		return nil
 	}
 	if fi, err := os.Stat(l.labBin()); err != nil || fi.IsDir() {
-		return fmt.Errorf("serve in %s/%s: no weft-lab binary at %s (run `make build`)", node, pod, l.labBin())
+		return fmt.Errorf("serve in %s: no weft-lab binary at %s (run `make build`)", name, l.labBin())
 	}
-	lf, err := os.OpenFile(l.serveFile(node, pod, port, "log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	lf, err := os.OpenFile(logf, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("serve in %s/%s: log: %w", node, pod, err)
+		return fmt.Errorf("serve in %s: log: %w", name, err)
 	}
 	defer lf.Close()
-	cmd := exec.Command("ip", "netns", "exec", ns, l.labBin(), "_serve", node+"/"+pod, strconv.Itoa(int(port)))
+	cmd := exec.Command("ip", "netns", "exec", ns, l.labBin(), "_serve", name, strconv.Itoa(int(port)))
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("serve in %s/%s: %w", node, pod, err)
+		return fmt.Errorf("serve in %s: %w", name, err)
 	}
 	pid := cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	if err := os.WriteFile(l.serveFile(node, pod, port, "pid"), fmt.Appendf(nil, "%d\n", pid), 0o644); err != nil {
+	if err := os.WriteFile(pidf, fmt.Appendf(nil, "%d\n", pid), 0o644); err != nil {
 		return err
 	}
-	// Ready when a connection from inside the pod succeeds.
+	// Ready when a connection from inside the namespace succeeds.
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(10 * time.Second)
@@ -134,15 +155,15 @@ func (l *Lab) Serve(ctx context.Context, node, pod string, port uint16) error {
 			return err
 		})
 		if err == nil {
-			l.log.Info("echo server started", "pod", node+"/"+pod, "port", port, "pid", pid)
+			l.log.Info("echo server started", "in", name, "port", port, "pid", pid)
 			return nil
 		}
 		select {
 		case <-exited:
-			out, _ := os.ReadFile(l.serveFile(node, pod, port, "log"))
-			return fmt.Errorf("echo server in %s/%s exited: %s", node, pod, strings.TrimSpace(string(out)))
+			out, _ := os.ReadFile(logf)
+			return fmt.Errorf("echo server in %s exited: %s", name, strings.TrimSpace(string(out)))
 		case <-deadline:
-			return fmt.Errorf("echo server in %s/%s: not listening on %d after 10s: %w", node, pod, port, err)
+			return fmt.Errorf("echo server in %s: not listening on %d after 10s: %w", name, port, err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
@@ -150,16 +171,20 @@ func (l *Lab) Serve(ctx context.Context, node, pod string, port uint16) error {
 	}
 }
 
-// ServeStop stops a pod's echo server on port; none running is not an error.
-func (l *Lab) ServeStop(node, pod string, port uint16) error {
-	if pid := l.ServePid(node, pod, port); pid > 0 {
+// ServeStop stops the echo server of a node or pod on port; none running is
+// not an error.
+func (l *Lab) ServeStop(name string, port uint16) error {
+	pidf, err := l.serveFile(name, port, "pid")
+	if err != nil {
+		return err
+	}
+	if pid := pidFromFile(pidf); pid > 0 {
 		killAll([]int{pid}, time.Second)
 	}
-	err := os.Remove(l.serveFile(node, pod, port, "pid"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	if err := os.Remove(pidf); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
-	return err
+	return nil
 }
 
 // FetchOptions shape a series of requests.
@@ -335,15 +360,15 @@ func (l *Lab) Fetch(ctx context.Context, from, url string, o FetchOptions) ([]Fe
 	return res, perr
 }
 
-// Spread counts the answers of each backend and the failed requests.
-func Spread(res []FetchResult) (byPod map[string]int, failed int) {
-	byPod = map[string]int{}
+// Spread counts the answers of each server and the failed requests.
+func Spread(res []FetchResult) (byServer map[string]int, failed int) {
+	byServer = map[string]int{}
 	for _, r := range res {
 		if r.Echo == nil {
 			failed++
 			continue
 		}
-		byPod[r.Echo.Pod]++
+		byServer[r.Echo.Server]++
 	}
-	return byPod, failed
+	return byServer, failed
 }

@@ -33,7 +33,8 @@ type ServiceSpec struct {
 	TargetPort uint16
 	NodePort   uint16 // NodePort and LoadBalancer: 0 lets the apiserver pick
 	// Backends are the pods behind the Service; each contributes its
-	// addresses of the Service's families.
+	// addresses of the Service's families. A backend without Node is an
+	// endpoint outside the cluster (no nodeName), such as a lab host.
 	Backends []Pod
 	// IngressIPs is written into status.loadBalancer.ingress (LoadBalancer
 	// only), as a load-balancer controller would.
@@ -166,13 +167,19 @@ func (l *Lab) applySlices(ctx context.Context, svc *corev1.Service, spec Service
 				if ip.Is6() != (at == discoveryv1.AddressTypeIPv6) {
 					continue
 				}
-				node := p.Node
-				eps = append(eps, discoveryv1.Endpoint{
+				ep := discoveryv1.Endpoint{
 					Addresses:  []string{ip.String()},
 					Conditions: discoveryv1.EndpointConditions{Ready: &ready},
-					NodeName:   &node,
-					Hostname:   &p.Name,
-				})
+				}
+				if p.Node != "" {
+					node := p.Node
+					ep.NodeName = &node
+				}
+				if p.Name != "" {
+					name := p.Name
+					ep.Hostname = &name
+				}
+				eps = append(eps, ep)
 			}
 		}
 		port, name, proto := int32(spec.TargetPort), "http", corev1.ProtocolTCP
