@@ -43,7 +43,9 @@ var (
 	dpRounds      = flag.Int("datapath.rounds", 5, "datapath: alternating underlay/pod rounds")
 	dpSeconds     = flag.Int("datapath.time", 5, "datapath: seconds per iperf3 run (after 1 s omitted warm-up)")
 	dpUnderlayMTU = flag.Int("datapath.mtu", 1500, "datapath: underlay MTU")
-	dpUnderlayGRO = flag.Bool("datapath.underlay-gro", true, "datapath: GRO on the underlay veth (as on a physical NIC; veths default to off)")
+	dpUnderlayGRO = flag.Bool("datapath.underlay-gro", false, "datapath: GRO on the underlay veth (off: the veth default; frames cross a veth already aggregated)")
+	dpNice        = flag.Int("datapath.nice", -20, "datapath: nice value of the iperf3 processes (the machine may be shared)")
+	dpPodGRO      = flag.String("datapath.pod-gro", "", "datapath: force GRO on both ends of the pod veths (on, off; empty: as the CNI plugin leaves them)")
 )
 
 const dpPort = 5201
@@ -405,6 +407,19 @@ func (e *dpEnv) attach(ctx context.Context, n *dpNode, mtu int, pluginDir string
 		a, _ := netip.AddrFromSlice(ip.Address.IP)
 		n.podIPs = append(n.podIPs, a.Unmap())
 	}
+	if *dpPodGRO == "" {
+		return nil
+	}
+	on := *dpPodGRO == "on"
+	for _, itf := range res.Interfaces {
+		ns := n.name
+		if itf.Sandbox != "" {
+			ns = n.pod
+		}
+		if err := cnitest.Do("/run/netns/"+ns, func() error { return setGRO(itf.Name, on) }); err != nil {
+			return fmt.Errorf("-datapath.pod-gro: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -412,7 +427,7 @@ func (e *dpEnv) attach(ctx context.Context, n *dpNode, mtu int, pluginDir string
 // path with a ping.
 func (e *dpEnv) ready(ctx context.Context, p dpPath) error {
 	if !slices.ContainsFunc(e.servers, func(c *exec.Cmd) bool { return slices.Contains(c.Args, p.srv) }) {
-		srv := exec.Command("ip", "netns", "exec", p.srv, "iperf3", "-s", "-p", fmt.Sprint(dpPort))
+		srv := exec.Command("ip", "netns", "exec", p.srv, "nice", "-n", fmt.Sprint(*dpNice), "iperf3", "-s", "-p", fmt.Sprint(dpPort))
 		if err := srv.Start(); err != nil {
 			return fmt.Errorf("iperf3 server in %s: %w", p.srv, err)
 		}
@@ -448,7 +463,7 @@ func waitListen(ctx context.Context, nsName string) error {
 }
 
 func iperf(ctx context.Context, p *dpPath) (dpRun, error) {
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", p.src, "iperf3", "-c", p.dst.String(), "-p", fmt.Sprint(dpPort),
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", p.src, "nice", "-n", fmt.Sprint(*dpNice), "iperf3", "-c", p.dst.String(), "-p", fmt.Sprint(dpPort),
 		"-t", fmt.Sprint(*dpSeconds), "-O", "1", "-J")
 	b, err := cmd.Output()
 	var res struct {
