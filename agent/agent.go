@@ -36,6 +36,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"weft.dev/weft/agent/cniconf"
 	"weft.dev/weft/agent/config"
 	"weft.dev/weft/agent/lease"
 	"weft.dev/weft/agent/status"
@@ -72,13 +73,14 @@ type IPAMUsage func(ctx context.Context, ranges []netip.Prefix, reserved []netip
 // Options configure an Agent. Paths and names default as documented.
 type Options struct {
 	NodeName   string
-	NodeIP     netip.Addr // optional: overrides the node's InternalIP / weft.dev/node-ip
-	Namespace  string     // default kube-system
-	ConfigMap  string     // default weft-config
-	StateDir   string     // default /var/lib/weft (VTEP MAC, IPAM store under ipam/)
-	RunDir     string     // default /run/weft (ready file, status socket)
-	CNIConfDir string     // default /etc/cni/net.d
-	Bridge     string     // default weft0
+	NodeIP     netip.Addr    // optional: overrides the node's InternalIP / weft.dev/node-ip
+	Namespace  string        // default kube-system
+	ConfigMap  string        // default weft-config
+	StateDir   string        // default /var/lib/weft (VTEP MAC, IPAM store under ipam/)
+	RunDir     string        // default /run/weft (ready file, status socket)
+	CNIConfDir string        // default /etc/cni/net.d
+	CNIChain   cniconf.Chain // the plugins chained after weft (cniconf.Negotiate)
+	Bridge     string        // default weft0
 	// HTTPAddr serves /healthz, /readyz and /metrics; empty: no listener
 	// (Handler still works).
 	HTTPAddr string

@@ -291,7 +291,7 @@ func (a *Agent) lease(ctx context.Context, cfg config.Config, self *corev1.Node,
 func (a *Agent) writeCNI(mtu int, pods []netip.Prefix, gws []netip.Addr) error {
 	wrote, err := cniconf.Write(a.o.CNIConfDir, cniconf.Network{
 		Bridge: a.o.Bridge, MTU: mtu, PodCIDRs: pods, Gateways: gws,
-		DataDir: ipamDir(a.o.StateDir), ReadyFile: a.ReadyFile(),
+		DataDir: ipamDir(a.o.StateDir), ReadyFile: a.ReadyFile(), Chain: a.o.CNIChain,
 	})
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netns"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"weft.dev/weft/agent"
+	"weft.dev/weft/agent/cniconf"
 	"weft.dev/weft/agent/status"
 	"weft.dev/weft/ipam"
 	"weft.dev/weft/overlay"
@@ -35,6 +37,7 @@ type flags struct {
 	nodeName, nodeIP, kubeconfig          string
 	stateDir, runDir, cniConfDir, bridge  string
 	namespace, configMap, httpAddr, level string
+	cniBinDirs                            string
 }
 
 func (f *flags) register(fs *flag.FlagSet, all bool) {
@@ -52,6 +55,7 @@ func (f *flags) register(fs *flag.FlagSet, all bool) {
 	fs.StringVar(&f.namespace, "namespace", "kube-system", "namespace of the ConfigMap and the pod CIDR leases")
 	fs.StringVar(&f.configMap, "configmap", "weft-config", "name of the ConfigMap holding config.yaml")
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:9099", "address for /healthz, /readyz and /metrics (empty: off)")
+	fs.StringVar(&f.cniBinDirs, "cni-bin-dir", "/opt/cni/bin", "the runtime's CNI plugin directories, comma-separated: the conflist chains portmap when one holds it")
 }
 
 func main() {
@@ -129,7 +133,12 @@ func run(args []string) error {
 	}
 	defer host.Close()
 	ipamDir := filepath.Join(f.stateDir, "ipam")
+	chain, err := cniconf.Negotiate(ctx, strings.Split(f.cniBinDirs, ","))
+	if err != nil {
+		log.Warn("portmap not chained", "err", err)
+	}
 	a, err := agent.New(agent.Options{
+		CNIChain: chain,
 		NodeName: f.nodeName, NodeIP: nodeIP, Namespace: f.namespace, ConfigMap: f.configMap,
 		StateDir: f.stateDir, RunDir: f.runDir, CNIConfDir: f.cniConfDir, Bridge: f.bridge, HTTPAddr: f.httpAddr,
 		Client: client, Datapath: dp, Firewall: fw, Host: host, Log: log,
