@@ -55,6 +55,9 @@ type Options struct {
 	// SweepInterval is how often retained and stale routes are aged
 	// (default 1 s).
 	SweepInterval time.Duration
+	// SettleTime is how long every peer's End-of-RIB must hold before
+	// retained routes are swept (default 2 s).
+	SettleTime time.Duration
 }
 
 // Event is a session change of one peer.
@@ -87,6 +90,7 @@ type Controller struct {
 	staleSince map[hopKey]time.Time
 	retained   []overlay.Route
 	retainTill time.Time
+	eorSince   time.Time // every peer's End-of-RIB seen since (retained routes pending)
 	dropped    int
 }
 
@@ -111,6 +115,9 @@ func New(opts Options, log *slog.Logger) *Controller {
 	}
 	if opts.SweepInterval == 0 {
 		opts.SweepInterval = time.Second
+	}
+	if opts.SettleTime == 0 {
+		opts.SettleTime = 2 * time.Second
 	}
 	c := &Controller{
 		opts:       opts,
@@ -392,10 +399,22 @@ func (c *Controller) recomputeLocked(now time.Time) {
 	if c.cur != nil {
 		applied = c.cur.applied
 	}
-	if len(c.retained) > 0 && applied != nil &&
-		(allEndOfRIB(c.table, applied.Peers) || now.After(c.retainTill)) {
-		c.log.Info("bgp: peers complete after restart; sweeping retained routes", "retained", len(c.retained))
-		c.retained = nil
+	if len(c.retained) > 0 && applied != nil {
+		// The speaker may publish a family's last paths just after its
+		// End-of-RIB: sweep only once every peer's End-of-RIB held for
+		// the settle time.
+		eor := allEndOfRIB(c.table, applied.Peers)
+		switch {
+		case !eor:
+			c.eorSince = time.Time{}
+		case c.eorSince.IsZero():
+			c.eorSince = now
+		}
+		if eor && now.Sub(c.eorSince) >= c.opts.SettleTime || now.After(c.retainTill) {
+			c.log.Info("bgp: peers complete after restart; sweeping retained routes", "retained", len(c.retained))
+			c.retained = nil
+			c.eorSince = time.Time{}
+		}
 	}
 	v := view{
 		Table:        c.table,
@@ -418,6 +437,7 @@ func (c *Controller) recomputeLocked(now time.Time) {
 	if reflect.DeepEqual(res.Routes, c.routes) {
 		return
 	}
+	c.log.Debug("bgp routes changed", "routes", len(res.Routes), "retained", len(c.retained), "learned", len(c.table.Routes))
 	c.routes = res.Routes
 	select {
 	case c.changed <- struct{}{}:
