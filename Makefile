@@ -28,14 +28,14 @@ lint:
 # Unit tests and root-only integration tests (namespaces on the real kernel),
 # then the end-to-end tests in the lab with a real control plane.
 test: deps build k8s lint
-	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -tags e2e -timeout 40m ./test/...
+	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -tags e2e -timeout 40m ./test/e2e/
 
 unit:
 	$(GO) test -count=1 -short ./...
 
 e2e: deps build k8s
-	$(GO) test -count=1 -tags e2e -timeout 40m -v ./test/...
+	$(GO) test -count=1 -tags e2e -timeout 40m -v ./test/e2e/
 
 bench: deps build
 	$(GO) run ./test/bench
