@@ -27,7 +27,7 @@ lint:
 
 # Unit tests and root-only integration tests (namespaces on the real kernel),
 # then the end-to-end tests in the lab with a real control plane.
-test: deps build k8s lint
+test: deps build k8s image lint
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -tags e2e -timeout 40m ./test/e2e/
 
