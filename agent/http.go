@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"weft.dev/weft/agent/plan"
 	"weft.dev/weft/agent/status"
 )
 
@@ -21,6 +23,28 @@ func (a *Agent) Status() status.Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.st
+}
+
+// statusNow is the last pass's status with the IPAM use read now: pods come
+// and go between passes (the CNI binary does not wake the agent), so the
+// pass's figure can be a resync period old. On error the pass's figure stays.
+func (a *Agent) statusNow(ctx context.Context) status.Status {
+	st := a.Status()
+	if a.o.IPAM == nil || len(st.PodCIDRs) == 0 {
+		return st
+	}
+	gws := make([]netip.Addr, len(st.PodCIDRs))
+	for i, p := range st.PodCIDRs {
+		gws[i] = plan.Gateway(p)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if use, err := a.o.IPAM(ctx, st.PodCIDRs, gws); err == nil {
+		st.IPAM = use
+	} else {
+		a.log.Warn("read IPAM use for status", "err", err)
+	}
+	return st
 }
 
 // Live reports whether the worker loop ran within the liveness timeout.
@@ -48,11 +72,11 @@ func (a *Agent) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET "+status.Path, func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET "+status.Path, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(a.Status())
+		_ = enc.Encode(a.statusNow(r.Context()))
 	})
 	return mux
 }

@@ -1,0 +1,67 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"weft.dev/weft/agent/status"
+)
+
+// The status shows the IPAM store's use at the time it is asked, not at the
+// last pass: the CNI binary adds pods between passes without waking the agent.
+func TestStatusReadsIPAMUseWhenAsked(t *testing.T) {
+	var used atomic.Uint64
+	var reserved []netip.Addr
+	a, err := New(Options{
+		NodeName: "node-a", StateDir: t.TempDir(), RunDir: t.TempDir(), CNIConfDir: t.TempDir(),
+		Client: fake.NewClientset(), Datapath: &fakeDatapath{}, Firewall: &fakeFirewall{}, Host: &fakeHost{},
+		IPAM: func(_ context.Context, ranges []netip.Prefix, res []netip.Addr) ([]status.IPAM, error) {
+			reserved = res
+			var out []status.IPAM
+			for _, p := range ranges {
+				out = append(out, status.IPAM{Prefix: p, Used: used.Load(), Total: 253})
+			}
+			return out, nil
+		},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := netip.MustParsePrefix("10.244.1.0/24")
+	a.mu.Lock()
+	a.st = status.Status{Node: "node-a", Ready: true, PodCIDRs: []netip.Prefix{pods},
+		IPAM: []status.IPAM{{Prefix: pods, Used: 0, Total: 253}}} // as the last pass saw it
+	a.mu.Unlock()
+
+	get := func() []status.IPAM {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		a.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, status.Path, nil))
+		var st status.Status
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatalf("decode %s: %v: %s", status.Path, err, rec.Body)
+		}
+		return st.IPAM
+	}
+	for _, n := range []uint64{2, 5, 1} {
+		used.Store(n) // pods added or removed since the pass
+		want := []status.IPAM{{Prefix: pods, Used: n, Total: 253}}
+		if diff := cmp.Diff(want, get(), cmp.Comparer(func(x, y netip.Prefix) bool { return x == y })); diff != "" {
+			t.Errorf("with %d used (-want +got):\n%s", n, diff)
+		}
+	}
+	if want := []netip.Addr{netip.MustParseAddr("10.244.1.1")}; !cmp.Equal(want, reserved, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })) {
+		t.Errorf("reserved %v, want the gateway %v", reserved, want)
+	}
+}
