@@ -214,6 +214,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		UpdateFunc: func(any, any) { a.kick() },
 		DeleteFunc: func(any) { a.sweepDue.Store(true); a.kick() },
 	}
+	if err := nodeInf.Informer().SetTransform(slimNode); err != nil {
+		return fmt.Errorf("node informer: %w", err)
+	}
 	if _, err := nodeInf.Informer().AddEventHandler(kick); err != nil {
 		return fmt.Errorf("node informer: %w", err)
 	}

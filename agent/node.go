@@ -83,3 +83,19 @@ func peer(n *corev1.Node, underlay netip.Addr) plan.Node {
 	}
 	return p
 }
+
+// slimNode is the node informer's transform: it drops what weft never reads
+// and what makes a Node large (managed fields, the kubelet's image list and
+// volume lists), so the cache of a thousand-node cluster stays small. Other
+// objects pass unchanged.
+func slimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	n.ManagedFields = nil
+	n.Status.Images = nil
+	n.Status.VolumesInUse = nil
+	n.Status.VolumesAttached = nil
+	return n, nil
+}

@@ -94,3 +94,38 @@ func TestStableMAC(t *testing.T) {
 		t.Errorf("published MAC not persisted: got %s", m4)
 	}
 }
+
+func TestSlimNode(t *testing.T) {
+	full := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "n", Labels: map[string]string{"l": "1"}, Annotations: map[string]string{AnnotationVTEPMAC: "02:00:00:00:00:01"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}},
+		},
+		Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24"}},
+		Status: corev1.NodeStatus{
+			Addresses:       []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.1.1"}},
+			Conditions:      []corev1.NodeCondition{{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse, Reason: ConditionReason}},
+			Images:          []corev1.ContainerImage{{Names: []string{"registry.example/app:1"}, SizeBytes: 1 << 20}},
+			VolumesInUse:    []corev1.UniqueVolumeName{"v"},
+			VolumesAttached: []corev1.AttachedVolume{{Name: "v", DevicePath: "/dev/x"}},
+		},
+	}
+	want := full.DeepCopy()
+	want.ManagedFields, want.Status.Images, want.Status.VolumesInUse, want.Status.VolumesAttached = nil, nil, nil, nil
+	got, err := slimNode(full.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("slimNode (-want +got):\n%s", diff)
+	}
+	// What the agent reads survives.
+	if n := got.(*corev1.Node); peer(n, netip.Addr{}).IP != netip.MustParseAddr("192.168.1.1") || !networkAvailable(n) {
+		t.Errorf("slimNode dropped what weft reads: %+v", n)
+	}
+	// Other objects (a tombstone) pass unchanged.
+	tomb := "not a node"
+	if got, err := slimNode(tomb); err != nil || got != tomb {
+		t.Errorf("slimNode(%q) = %v, %v", tomb, got, err)
+	}
+}
