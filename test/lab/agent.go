@@ -39,6 +39,16 @@ func (l *Lab) agentPidFile(node string) string { return filepath.Join(l.NodeDir(
 // AgentPid is the pid of a node's running agent, 0 when none runs.
 func (l *Lab) AgentPid(node string) int { return pidFromFile(l.agentPidFile(node)) }
 
+// AgentHTTPAddr is where a node's agent serves /healthz, /readyz and
+// /metrics: weft-agent's default, on the loopback of the node's namespace.
+const AgentHTTPAddr = "127.0.0.1:9099"
+
+// AgentStatusSocket is the path of a node's agent status socket (weftctl
+// status -socket ...); a unix socket is reachable from any namespace.
+func (l *Lab) AgentStatusSocket(node string) string {
+	return filepath.Join(l.NodeDir(node), "run", "weft", "status.sock")
+}
+
 // AgentArgs are the flags the lab gives a node's agent.
 func (l *Lab) AgentArgs(node string) []string {
 	d := l.NodeDir(node)
@@ -48,6 +58,7 @@ func (l *Lab) AgentArgs(node string) []string {
 		"--state-dir=" + filepath.Join(d, "var", "lib", "weft"),
 		"--run-dir=" + filepath.Join(d, "run", "weft"),
 		"--cni-conf-dir=" + l.cniConfDir(node),
+		"--http-addr=" + AgentHTTPAddr,
 	}
 }
 

@@ -245,6 +245,13 @@ func (l *Lab) SetMode(ctx context.Context, mode string) error {
 	return l.updateConfig(ctx, map[string]any{"mode": mode})
 }
 
+// SetConfig sets top-level keys of the weft ConfigMap's configuration
+// document, keeping the others, without checking them: tests use it to
+// hand the agents bad documents too.
+func (l *Lab) SetConfig(ctx context.Context, set map[string]any) error {
+	return l.updateConfig(ctx, set)
+}
+
 // updateConfig sets top-level keys of the ConfigMap's configuration
 // document, keeping the others.
 func (l *Lab) updateConfig(ctx context.Context, set map[string]any) error {

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"sort"
@@ -97,4 +98,24 @@ func (l *Lab) setLink(node, iface string, up bool) error {
 // LinkIsUp reports whether a node's interface is administratively up.
 func (l *Lab) LinkIsUp(node, iface string) (bool, error) {
 	return linkAdminUp(l.NS(node), iface)
+}
+
+// Listen opens a listener (net.Listen's network and address) inside a node
+// or pod (see Resolve), for a test that wants to see what arrives there.
+// The caller closes it.
+func (l *Lab) Listen(name, network, address string) (net.Listener, error) {
+	ns, err := l.Resolve(name)
+	if err != nil {
+		return nil, err
+	}
+	var ln net.Listener
+	err = inNS(ns, func() error {
+		var err error
+		ln, err = net.Listen(network, address)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s %s in %s: %w", network, address, name, err)
+	}
+	return ln, nil
 }
