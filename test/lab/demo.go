@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"weft.dev/weft/agent/status"
 )
 
 // Demo brings up the topology in file as lab name, makes two pods per weft
@@ -51,9 +53,15 @@ func Demo(ctx context.Context, opts Options, file, name string, w io.Writer) (er
 				fmt.Fprintf(w, "demo: %s: skipped: switching modes needs weft-agent (not built: %s)\n", mode, l.agentBin())
 				break
 			}
-			if err := l.SetMode(ctx, mode); err != nil {
+			refused, err := l.switchMode(ctx, mode, 60*time.Second)
+			if err != nil {
 				return err
 			}
+			if refused != "" {
+				fmt.Fprintf(w, "demo: %s: skipped: weft-agent in this build does not support mode %s (%s)\n", mode, mode, refused)
+				break
+			}
+			fmt.Fprintf(w, "demo: switched to mode %s: every agent runs it and is ready\n", mode)
 		}
 		m, err := l.converge(ctx, pods)
 		if err != nil {
@@ -63,6 +71,47 @@ func Demo(ctx context.Context, opts Options, file, name string, w io.Writer) (er
 		fmt.Fprintf(w, "demo: %s: %s\n", mode, m.summary(l))
 	}
 	return nil
+}
+
+// switchMode writes mode into the ConfigMap and waits until every agent
+// runs it and is ready. When an agent rejects it (its status shows a
+// configuration error naming the mode), it returns that agent's reason
+// instead, so the caller can say so rather than measure the old mode again.
+func (l *Lab) switchMode(ctx context.Context, mode string, timeout time.Duration) (refused string, err error) {
+	if err := l.SetMode(ctx, mode); err != nil {
+		return "", err
+	}
+	nodes := l.Topo.NodesOf(KindWeft)
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var waiting []string
+		for _, n := range nodes {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			st, err := status.Get(sctx, l.AgentStatusSocket(n.Name))
+			cancel()
+			switch {
+			case err != nil:
+				waiting = append(waiting, fmt.Sprintf("%s: %v", n.Name, err))
+			case st.ConfigError != "" && strings.Contains(st.ConfigError, mode):
+				return fmt.Sprintf("%s: %s", n.Name, st.ConfigError), nil
+			case st.Mode != mode || !st.Ready:
+				waiting = append(waiting, fmt.Sprintf("%s: mode %s, not ready: %s", n.Name, st.Mode, strings.Join(st.NotReady, "; ")))
+			}
+		}
+		if len(waiting) == 0 {
+			return "", nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("mode %s: agents not switched after %s: %s", mode, timeout, strings.Join(waiting, " | "))
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 // matrix is the outcome of pinging between pods and to outside hosts.
