@@ -152,6 +152,8 @@ type agPhase struct {
 	routes  int
 	rss     int64 // bytes, cold start only
 	hwm     int64
+	heap    float64 // go_memstats_heap_inuse_bytes, cold start only
+	gosys   float64 // go_memstats_sys_bytes, cold start only
 	passes  float64 // reconcile passes so far (weft_reconcile_duration_seconds count)
 	passSum float64
 }
@@ -450,7 +452,25 @@ func (e *agEnv) coldStart(ctx context.Context) (agPhase, error) {
 		return p, ctx.Err()
 	case <-time.After(3 * time.Second):
 	}
-	p.rss, p.hwm, err = procMem(e.agent.Process.Pid)
+	if p.rss, p.hwm, err = procMem(e.agent.Process.Pid); err != nil {
+		return p, err
+	}
+	m, err := e.metrics()
+	p.heap, p.gosys = m["go_memstats_heap_inuse_bytes"], m["go_memstats_sys_bytes"]
+	var stats []string
+	for k, v := range m {
+		if strings.HasPrefix(k, "go_memstats_") && strings.HasSuffix(k, "_bytes") {
+			stats = append(stats, fmt.Sprintf("%s=%.1fMiB", strings.TrimPrefix(k, "go_memstats_"), v/(1<<20)))
+		}
+	}
+	slices.Sort(stats)
+	st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.agent.Process.Pid))
+	for _, l := range strings.Split(string(st), "\n") {
+		if strings.HasPrefix(l, "Rss") {
+			stats = append(stats, strings.Join(strings.Fields(l), ""))
+		}
+	}
+	fmt.Fprintf(os.Stderr, "    rss %.1f MiB; %s\n", mib(p.rss), strings.Join(stats, " "))
 	return p, err
 }
 
@@ -640,9 +660,11 @@ func (e *agEnv) report(out *strings.Builder, starts, bursts, dels []agPhase) {
 	bd := took(bursts, func(p agPhase) time.Duration { return p.took })
 	fmt.Fprintf(out, "| (b) %d new Nodes → programmed (from first create) | ≤ %d ms | %s | %s |\n", *agBurst, agBurstTarget.Milliseconds(), span(bd), met(quantile(bd, 0.5) <= agBurstTarget))
 	fmt.Fprintf(out, "| (b′) the same, the %d creates alone (API) | — | %s | — |\n", *agBurst, span(took(bursts, func(p agPhase) time.Duration { return p.api })))
+	fmt.Fprintf(out, "| (b″) the same, from the last create's answer (the agent's own delay) | — | %s | — |\n", span(took(bursts, func(p agPhase) time.Duration { return p.took - p.api })))
 	dd := took(dels, func(p agPhase) time.Duration { return p.took })
 	fmt.Fprintf(out, "| (c) %d Nodes deleted → routes removed (from first delete) | — | %s | — |\n", *agBurst, span(dd))
 	fmt.Fprintf(out, "| (c′) the same, the %d deletes alone (API) | — | %s | — |\n", *agBurst, span(took(dels, func(p agPhase) time.Duration { return p.api })))
+	fmt.Fprintf(out, "| (c″) the same, from the last delete's answer | — | %s | — |\n", span(took(dels, func(p agPhase) time.Duration { return p.took - p.api })))
 	var rss []int64
 	var hwm int64
 	for _, p := range starts {
@@ -652,6 +674,8 @@ func (e *agEnv) report(out *strings.Builder, starts, bursts, dels []agPhase) {
 	slices.Sort(rss)
 	fmt.Fprintf(out, "| (d) agent VmRSS at %d peers (3 s after programmed) | ≤ %d MiB | %.1f MiB (%.1f–%.1f); VmHWM max %.1f MiB | %s |\n\n",
 		*agPeers, agRSSTarget>>20, mib(rss[len(rss)/2]), mib(rss[0]), mib(rss[len(rss)-1]), mib(hwm), met(rss[len(rss)/2] <= agRSSTarget))
+	fmt.Fprintf(out, "Memory at the RSS reading, round 1: Go heap in use %.1f MiB, memory the Go runtime holds from the OS %.1f MiB (go_memstats_heap_inuse_bytes, go_memstats_sys_bytes).\n\n",
+		starts[0].heap/(1<<20), starts[0].gosys/(1<<20))
 
 	fmt.Fprintf(out, "Per round (load average is the 1-minute figure at the end of the phase; metric is weft_peers_programmed read when the kernel count was reached; passes are weft_reconcile_duration_seconds count / sum since the agent started):\n\n")
 	fmt.Fprintf(out, "| round | phase | ms | load | routes | neigh | fdb | metric | passes | pass time s |\n|---|---|---|---|---|---|---|---|---|---|\n")
