@@ -190,15 +190,16 @@ func (k *Netlink) SetDevice(ctx context.Context, d Device) error {
 			SrcAddr:   toNet(d.Local),
 			Port:      int(portOrDefault(d.Port)),
 			Learning:  false,
-			// Outer UDP checksums: off over IPv4 (the kernel's default; the
-			// inner packet keeps its own checksum, so the outer one only
-			// costs a pass over the payload where the NIC cannot offload
-			// it), required by RFC 6935 over IPv6, so zero-checksum TX/RX
-			// stay off there. Learning is off: FDB entries come from weft.
-			// On the veth lab (2 shared cores) iperf3 single-stream TCP gave
-			// underlay 2.7–3.2 Gbit/s, VXLAN without csum 2.1, with csum
-			// 2.3–3.8: noise larger than the effect; the benchmark decides.
-			UDPCSum: false,
+			// Outer UDP checksums on, for both underlay families (the kernel
+			// default, said explicitly: the netlink library leaves the
+			// attribute out when it is false, so "off" was never applied).
+			// A receiving NIC that validates the outer checksum lets the
+			// stack validate the inner packet without reading it again;
+			// over IPv6 RFC 6935 needs them anyway, so zero-checksum TX/RX
+			// stay off. Learning is off: FDB entries come from weft. The
+			// datapath benchmark (docs/benchmarks.md) found no throughput
+			// difference between on and off on its veth underlay.
+			UDPCSum: true,
 		}
 		if err := k.h.LinkAdd(vx); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add vxlan %s: %w", d.Name, err)

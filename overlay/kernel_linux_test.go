@@ -461,3 +461,21 @@ func TestStaleDeviceIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestDeviceChecksums checks the outer UDP checksum settings weft asks for
+// are the ones the kernel applies, over both underlay families: checksums
+// on over IPv4 (udpcsum), zero-checksum TX/RX off over IPv6.
+func TestDeviceChecksums(t *testing.T) {
+	for _, underlay6 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("underlay6=%v", underlay6), func(t *testing.T) {
+			a, b := twoNodes(t, underlay6)
+			mustReconcile(t, a, a.desired(42, b))
+			out := a.ns.MustRun(t, "ip", "-d", "link", "show", a.devName())
+			for _, want := range []string{" udpcsum ", " noudp6zerocsumtx ", " noudp6zerocsumrx "} {
+				if !strings.Contains(out, want) {
+					t.Errorf("%s lacks %q:\n%s", a.devName(), want, out)
+				}
+			}
+		})
+	}
+}
