@@ -45,6 +45,7 @@ var (
 	dpUnderlayMTU = flag.Int("datapath.mtu", 1500, "datapath: underlay MTU")
 	dpUnderlayGRO = flag.Bool("datapath.underlay-gro", false, "datapath: GRO on the underlay veth (off: the veth default; frames cross a veth already aggregated)")
 	dpNice        = flag.Int("datapath.nice", -20, "datapath: nice value of the iperf3 processes (the machine may be shared)")
+	dpVXLANGRO    = flag.Bool("datapath.vxlan-gro-ab", false, "datapath: also measure vxlan IPv4 with GRO off on weft.vxlan (toggled per run, same session)")
 	dpPodGRO      = flag.String("datapath.pod-gro", "", "datapath: force GRO on both ends of the pod veths (on, off; empty: as the CNI plugin leaves them)")
 )
 
@@ -74,6 +75,9 @@ type dpPath struct {
 	src  string // client netns
 	srv  string // server netns
 	dst  netip.Addr
+	// prep runs before each measurement of the path (device settings of a
+	// variant); nil: none.
+	prep func() error
 }
 
 // dpRun is one iperf3 result.
@@ -149,7 +153,17 @@ func runDatapath(ctx context.Context, out *strings.Builder) error {
 		a, b := t.nodes[0], t.nodes[1]
 		paths = append(paths, dpPath{topo: t, kind: "underlay", src: a.name, srv: b.name, dst: b.ip})
 		for _, ip := range b.podIPs {
-			paths = append(paths, dpPath{topo: t, kind: "pod " + famName(ip), src: a.pod, srv: b.pod, dst: ip})
+			p := dpPath{topo: t, kind: "pod " + famName(ip), src: a.pod, srv: b.pod, dst: ip}
+			if *dpVXLANGRO && t.mode == "vxlan" {
+				p.prep = func() error { return t.vxlanGRO(true) }
+				if ip.Is4() {
+					off := p
+					off.kind += ", weft.vxlan GRO off"
+					off.prep = func() error { return t.vxlanGRO(false) }
+					paths = append(paths, off)
+				}
+			}
+			paths = append(paths, p)
 		}
 	}
 	for _, p := range paths {
@@ -174,6 +188,11 @@ func runDatapath(ctx context.Context, out *strings.Builder) error {
 				slices.Reverse(mine)
 			}
 			for _, p := range mine {
+				if p.prep != nil {
+					if err := p.prep(); err != nil {
+						return fmt.Errorf("%s %s: %w", t.mode, p.kind, err)
+					}
+				}
 				res, err := iperf(ctx, p)
 				if err != nil {
 					return fmt.Errorf("round %d, %s %s: %w", r+1, t.mode, p.kind, err)
@@ -269,6 +288,16 @@ func (e *dpEnv) topology(ctx context.Context, mode string, idx int, pluginDir st
 		}
 	}
 	return t, nil
+}
+
+// vxlanGRO sets GRO on both nodes' VXLAN devices.
+func (t *dpTopo) vxlanGRO(on bool) error {
+	for _, n := range t.nodes {
+		if err := cnitest.Do("/run/netns/"+n.name, func() error { return setGRO(overlay.VXLANDevice, on) }); err != nil {
+			return fmt.Errorf("GRO on %s in %s: %w", overlay.VXLANDevice, n.name, err)
+		}
+	}
+	return nil
 }
 
 // underlay joins the nodes with a veth pair named eth0 on both sides, made
