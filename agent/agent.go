@@ -95,6 +95,16 @@ type Options struct {
 	Heartbeat       time.Duration // worker wake-up for liveness, default 5s
 	LivenessTimeout time.Duration // /healthz fails when the worker was silent this long, default 60s
 	PassTimeout     time.Duration // bound on one reconcile pass's outbound calls, default 30s
+
+	// KernelRoutes reads weft's routes (its route protocol) from the kernel;
+	// the agent calls it once at start so bgp mode keeps the routes that
+	// survived a restart until its peers are back (optional).
+	KernelRoutes func(ctx context.Context) ([]overlay.Route, error)
+	// BGPListenPort overrides the configuration's bgp.listenPort (0: the
+	// configuration's; -1: accept no sessions).
+	BGPListenPort int
+	// BGPCallTimeout bounds calls into the BGP speaker (default 10s).
+	BGPCallTimeout time.Duration
 }
 
 // Agent is one node's weft agent.
@@ -113,6 +123,18 @@ type Agent struct {
 	nodes     listersv1.NodeLister
 	maps      listersv1.ConfigMapLister
 	nodesSync cache.InformerSynced
+	services  listersv1.ServiceLister
+	secrets   listersv1.SecretLister
+
+	servicesSynced, secretsSynced cache.InformerSynced
+
+	// bgp mode: the controller while the mode is bgp (started and stopped by
+	// the worker), the group and context it runs in.
+	bgp      atomic.Pointer[bgpRun]
+	bgpMode  atomic.Bool
+	group    *errgroup.Group
+	runCtx   context.Context
+	retained []overlay.Route // kernel routes found at start, for bgp mode's first run
 
 	// Worker-only state.
 	cfg        config.Config
@@ -187,6 +209,13 @@ func (a *Agent) ReadyFile() string { return filepath.Join(a.o.RunDir, "ready") }
 // StatusSocket is the path of the local status socket.
 func (a *Agent) StatusSocket() string { return filepath.Join(a.o.RunDir, status.SocketName) }
 
+// kickIfBGP wakes the worker for a change only bgp mode reads.
+func (a *Agent) kickIfBGP() {
+	if a.bgpMode.Load() {
+		a.kick()
+	}
+}
+
 // kick wakes the worker; it never blocks and coalesces.
 func (a *Agent) kick() {
 	select {
@@ -209,6 +238,20 @@ func (a *Agent) Run(ctx context.Context) error {
 			lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", a.o.ConfigMap).String()
 		}))
 	cmInf := cmFactory.Core().V1().ConfigMaps()
+	// bgp mode: Services (load-balancer addresses) and the one passwords
+	// Secret, by name.
+	svcInf := factory.Core().V1().Services()
+	secFactory := informers.NewSharedInformerFactoryWithOptions(a.o.Client, 0,
+		informers.WithNamespace(a.o.Namespace),
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+			lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", config.DefaultBGPPasswordName).String()
+		}))
+	secInf := secFactory.Core().V1().Secrets()
+	kickBGP := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.kickIfBGP() },
+		UpdateFunc: func(any, any) { a.kickIfBGP() },
+		DeleteFunc: func(any) { a.kickIfBGP() },
+	}
 	kick := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.kick() },
 		UpdateFunc: func(any, any) { a.kick() },
@@ -223,16 +266,37 @@ func (a *Agent) Run(ctx context.Context) error {
 	if _, err := cmInf.Informer().AddEventHandler(kick); err != nil {
 		return fmt.Errorf("configmap informer: %w", err)
 	}
+	if _, err := svcInf.Informer().AddEventHandler(kickBGP); err != nil {
+		return fmt.Errorf("service informer: %w", err)
+	}
+	if _, err := secInf.Informer().AddEventHandler(kickBGP); err != nil {
+		return fmt.Errorf("secret informer: %w", err)
+	}
 	a.nodes, a.maps = nodeInf.Lister(), cmInf.Lister()
+	a.services, a.secrets = svcInf.Lister(), secInf.Lister()
+	a.servicesSynced, a.secretsSynced = svcInf.Informer().HasSynced, secInf.Informer().HasSynced
 	factory.Start(ctx.Done())
 	cmFactory.Start(ctx.Done())
+	secFactory.Start(ctx.Done())
 	defer factory.Shutdown()
 	defer cmFactory.Shutdown()
+	defer secFactory.Shutdown()
+
+	if a.o.KernelRoutes != nil {
+		rctx, cancel := context.WithTimeout(ctx, a.o.PassTimeout)
+		routes, err := a.o.KernelRoutes(rctx)
+		cancel()
+		if err != nil {
+			a.log.Warn("reading weft's kernel routes at start failed; bgp mode starts without retained routes", "err", err)
+		}
+		a.retained = retainable(routes)
+	}
 
 	a.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.o.Client.CoreV1().Events("")})
 	defer a.events.Shutdown()
 
 	g, ctx := errgroup.WithContext(ctx)
+	a.group, a.runCtx = g, ctx
 	g.Go(func() error { return a.serveStatus(ctx) })
 	if a.o.HTTPAddr != "" {
 		g.Go(func() error { return a.serveHTTP(ctx) })

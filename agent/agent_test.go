@@ -337,7 +337,7 @@ func TestAgentBadConfigKeepsLastGood(t *testing.T) {
 		{"mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nvxlan: {vni: 0}\n", "vxlan.vni"},
 		{"mode: gre\nclusterCIDRs: [10.244.0.0/16]\n", "mode"},
 		{"mode: vxlan\nclusterCIDRs: [10.99.0.0/16]\n", "spec.podCIDRs"},
-		{"mode: bgp\nclusterCIDRs: [10.244.0.0/16]\nbgp: {asn: 65000}\n", "not implemented"},
+		{"mode: bgp\nclusterCIDRs: [10.244.0.0/16]\nbgp: {asn: 23456}\n", "bgp.asn"},
 	} {
 		if _, err := h.client.CoreV1().ConfigMaps("kube-system").Update(ctx, configMap(tc.doc), metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)

@@ -73,12 +73,34 @@ func (a *Agent) Handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET "+status.Path, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(a.statusNow(r.Context()))
+		writeJSON(w, a.statusNow(r.Context()))
+	})
+	mux.HandleFunc("GET "+BGPPath, func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		st, err := a.BGPStatus(ctx)
+		switch {
+		case errors.Is(err, ErrNotBGP):
+			http.Error(w, err.Error()+" (mode "+a.Status().Mode+")", http.StatusNotFound)
+			return
+		case err != nil:
+			http.Error(w, "bgp status: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		writeJSON(w, st)
 	})
 	return mux
+}
+
+// BGPPath serves bgp mode's status (bgpmode.Status) as JSON; 404 when the
+// agent does not run bgp mode.
+const BGPPath = "/bgp"
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
 }
 
 func (a *Agent) serveHTTP(ctx context.Context) error {

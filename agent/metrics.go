@@ -4,6 +4,9 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"weft.dev/weft/agent/bgpmode"
+	"weft.dev/weft/bgp"
 )
 
 // metrics are the agent's Prometheus series (weft_*).
@@ -16,6 +19,12 @@ type metrics struct {
 	ipamUsed        *prometheus.GaugeVec
 	ipamCapacity    *prometheus.GaugeVec
 	ready           prometheus.Gauge
+
+	bgpUp         *prometheus.GaugeVec
+	bgpReceived   *prometheus.GaugeVec
+	bgpAdvertised *prometheus.GaugeVec
+	bgpInstalled  *prometheus.GaugeVec
+	bgpRejected   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -45,15 +54,58 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_ready", Help: "1 when the datapath is programmed and the configuration is good.",
 		}),
+		bgpUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "weft_bgp_session_up", Help: "1 when the BGP session with the peer is established (bgp mode).",
+		}, []string{"peer"}),
+		bgpReceived: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "weft_bgp_prefixes_received", Help: "Prefixes received from the BGP peer.",
+		}, []string{"peer"}),
+		bgpAdvertised: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "weft_bgp_prefixes_advertised", Help: "Prefixes advertised to the BGP peer.",
+		}, []string{"peer"}),
+		bgpInstalled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "weft_bgp_prefixes_installed", Help: "Kernel routes with a next hop learned from the BGP peer.",
+		}, []string{"peer"}),
+		bgpRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_bgp_rejected_total", Help: "Learned BGP paths refused by the import policy or a per-peer cap, by reason (each path counted once while it stays refused).",
+		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{m.peers, m.peersProgrammed, m.reconcile, m.reconcileErrors,
-		m.configErrors, m.ipamUsed, m.ipamCapacity, m.ready} {
+		m.configErrors, m.ipamUsed, m.ipamCapacity, m.ready,
+		m.bgpUp, m.bgpReceived, m.bgpAdvertised, m.bgpInstalled, m.bgpRejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
-	for _, r := range []string{"datapath", "firewall", "bridge", "publish", "lease", "cni", "plan", "ipam"} {
+	for _, r := range []string{"datapath", "firewall", "bridge", "publish", "lease", "cni", "plan", "ipam", "bgp"} {
 		m.reconcileErrors.WithLabelValues(r) // export zeros
 	}
+	for _, r := range bgp.Reasons {
+		m.bgpRejected.WithLabelValues(string(r))
+	}
 	return m, nil
+}
+
+// bgpSet sets the per-peer BGP series from a status (peers gone vanish).
+func (m *metrics) bgpSet(st bgpmode.Status) {
+	m.bgpReset()
+	for _, p := range st.Peers {
+		peer := p.Address.String()
+		up := 0.0
+		if p.Up {
+			up = 1
+		}
+		m.bgpUp.WithLabelValues(peer).Set(up)
+		m.bgpReceived.WithLabelValues(peer).Set(float64(p.Received))
+		m.bgpAdvertised.WithLabelValues(peer).Set(float64(p.Advertised))
+		m.bgpInstalled.WithLabelValues(peer).Set(float64(p.Installed))
+	}
+}
+
+// bgpReset drops the per-peer series (bgp mode stopped).
+func (m *metrics) bgpReset() {
+	m.bgpUp.Reset()
+	m.bgpReceived.Reset()
+	m.bgpAdvertised.Reset()
+	m.bgpInstalled.Reset()
 }

@@ -139,6 +139,9 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 		Node:     plan.Node{Name: self.Name, IP: ip, PodCIDRs: pods, VTEPMAC: a.mac},
 		Underlay: under, UnderlayMTU: mtu,
 	}
+	if cfg.Mode == config.BGP {
+		me.Learned = a.reconcileBGP(ctx, p, cfg, self, ip, pods, all)
+	}
 	res, err := plan.Plan(cfg, me, peers)
 	if err != nil {
 		p.fail("plan", err)
@@ -168,6 +171,11 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 	}
 	if err := a.o.Firewall.Reconcile(ctx, res.Rules); err != nil {
 		p.fail("firewall", err)
+	}
+	if cfg.Mode != config.BGP && dpErr == nil {
+		// The other mode's datapath is in place: now drop the peers.
+		a.stopBGP(ctx)
+		a.retained = nil // what the kernel held at start is not bgp's anymore
 	}
 	if a.programmed {
 		if err := a.writeCNI(res.PodMTU, pods, res.Gateways); err != nil {
@@ -203,10 +211,6 @@ func (a *Agent) loadConfig(self *corev1.Node) error {
 			break
 		}
 		if c, err = config.Parse([]byte(doc)); err != nil {
-			break
-		}
-		if c.Mode == config.BGP {
-			err = &config.FieldError{Field: "mode", Value: string(c.Mode), Reason: plan.ErrBGPNotImplemented.Error()}
 			break
 		}
 		err = c.CheckPodCIDRs("node "+self.Name+" spec.podCIDRs (clusterCIDRs must contain it)", specPodCIDRs(self))

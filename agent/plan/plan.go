@@ -23,11 +23,6 @@ import (
 // Rules are the firewall rules of one node.
 type Rules = overlay.Rules
 
-// ErrBGPNotImplemented is returned for mode bgp until the BGP speaker is wired
-// in; the agent treats it as a configuration error and keeps the last good
-// configuration.
-var ErrBGPNotImplemented = errors.New("mode bgp is not implemented yet in this weft-agent; use mode vxlan")
-
 // Node is one Kubernetes node as the plan sees it.
 type Node struct {
 	Name     string
@@ -44,6 +39,10 @@ type Self struct {
 	Underlay netip.Prefix
 	// UnderlayMTU is the MTU of the interface holding IP.
 	UnderlayMTU int
+	// Learned are the routes bgp mode wants in the kernel (the BGP
+	// controller's learned, filtered table: ECMP next hops, gateways
+	// resolved through the underlay); vxlan mode ignores them.
+	Learned []overlay.Route
 }
 
 // Peer reports how one peer is (or is not) programmed.
@@ -76,9 +75,7 @@ func Plan(c config.Config, self Self, peers []Node) (Result, error) {
 	case config.VXLAN:
 		return planVXLAN(c, self, peers), nil
 	case config.BGP:
-		// The seam for bgp mode: routes come from learned prefixes (via each
-		// peer's node address), no device, no FDB; same Result shape.
-		return Result{}, ErrBGPNotImplemented
+		return planBGP(c, self, peers), nil
 	default:
 		return Result{}, fmt.Errorf("plan: unknown mode %q", c.Mode)
 	}
@@ -173,6 +170,74 @@ func planVXLAN(c config.Config, self Self, peers []Node) Result {
 	slices.SortFunc(r.Rules.VTEPSources, netip.Addr.Compare)
 	r.Rules.VTEPSources = slices.Compact(r.Rules.VTEPSources)
 	return r
+}
+
+// planBGP plans bgp mode: no VXLAN device, no neighbours or FDB entries;
+// the routes are the learned ones, pods use the underlay MTU. A peer is
+// programmed once a route to each of its pod CIDRs (of a family this node
+// has) was learned.
+func planBGP(c config.Config, self Self, peers []Node) Result {
+	podMTU := self.UnderlayMTU
+	if c.MTU != 0 {
+		podMTU = c.MTU
+	}
+	r := Result{
+		PodMTU: podMTU,
+		Rules: Rules{
+			ClusterCIDRs: slices.Clone(c.ClusterCIDRs),
+			PodCIDRs:     slices.Clone(self.PodCIDRs),
+			Masquerade:   c.Masquerade,
+		},
+	}
+	ownFamily := map[bool]bool{}
+	for _, p := range self.PodCIDRs {
+		r.Gateways = append(r.Gateways, Gateway(p))
+		ownFamily[p.Addr().Is4()] = true
+	}
+	learned := map[netip.Prefix]bool{}
+	for _, rt := range self.Learned {
+		out := overlay.Route{Dst: rt.Dst.Masked()}
+		for _, h := range rt.NextHops {
+			out.NextHops = append(out.NextHops, overlay.NextHop{Gateway: h.Gateway})
+		}
+		r.Desired.Routes = append(r.Desired.Routes, out)
+		learned[out.Dst] = true
+	}
+	sorted := slices.Clone(peers)
+	slices.SortFunc(sorted, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	for _, n := range sorted {
+		if n.Name == self.Name {
+			continue
+		}
+		st := Peer{Name: n.Name, IP: n.IP, PodCIDRs: slices.Clone(n.PodCIDRs)}
+		st.Pending = bgpPeerProblem(c, n, ownFamily, learned)
+		if st.Pending == "" {
+			st.Via, st.Programmed = "bgp", true
+		}
+		r.Peers = append(r.Peers, st)
+	}
+	return r
+}
+
+// bgpPeerProblem says why n's pods are not reachable yet in bgp mode, or ""
+// when they are.
+func bgpPeerProblem(c config.Config, n Node, ownFamily map[bool]bool, learned map[netip.Prefix]bool) string {
+	if len(n.PodCIDRs) == 0 {
+		return "no pod CIDR"
+	}
+	if err := c.CheckPodCIDRs("node "+n.Name+" podCIDRs", n.PodCIDRs); err != nil {
+		return err.Error()
+	}
+	var missing []string
+	for _, p := range n.PodCIDRs {
+		if ownFamily[p.Addr().Is4()] && !learned[p.Masked()] {
+			missing = append(missing, p.Masked().String())
+		}
+	}
+	if len(missing) > 0 {
+		return "no BGP route learned yet for " + strings.Join(missing, ", ")
+	}
+	return ""
 }
 
 // peerProblem says why n cannot be programmed, or "" when it can.

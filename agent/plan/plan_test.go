@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -305,7 +306,8 @@ func TestPlanSelfErrors(t *testing.T) {
 		{name: "no pod CIDR", cfg: cfg(nil), mut: func(s *Self) { s.PodCIDRs = nil }},
 		{name: "no MAC", cfg: cfg(nil), mut: func(s *Self) { s.VTEPMAC = nil }},
 		{name: "pod CIDR outside cluster", cfg: cfg(nil), mut: func(s *Self) { s.PodCIDRs = []netip.Prefix{pfx("10.1.0.0/24")} }},
-		{name: "bgp not yet", cfg: cfg(func(c *config.Config) { c.Mode = config.BGP }), mut: func(*Self) {}, is: ErrBGPNotImplemented},
+		{name: "bgp: no pod CIDR", cfg: cfg(func(c *config.Config) { c.Mode = config.BGP }), mut: func(s *Self) { s.PodCIDRs = nil }},
+		{name: "bgp: MTU unknown", cfg: cfg(func(c *config.Config) { c.Mode = config.BGP }), mut: func(s *Self) { s.UnderlayMTU = 0 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -338,5 +340,108 @@ func TestParseMAC(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("ParseMAC(%q) = %v, want ok=%v", tc.in, err, tc.ok)
 		}
+	}
+}
+
+func TestPlanBGP(t *testing.T) {
+	bgp := func(mut func(*config.Config)) config.Config {
+		return cfg(func(c *config.Config) {
+			c.Mode = config.BGP
+			if mut != nil {
+				mut(c)
+			}
+		})
+	}
+	dual := func() Self {
+		s := selfV4()
+		s.PodCIDRs = append(s.PodCIDRs, pfx("fd00:10:244:1::/64"))
+		s.VTEPMAC = nil // bgp mode needs none
+		return s
+	}
+	peerB := Node{Name: "b", IP: ip("192.168.1.2"), PodCIDRs: []netip.Prefix{pfx("10.244.2.0/24"), pfx("fd00:10:244:2::/64")}}
+	peerC := Node{Name: "c", IP: ip("192.168.1.3"), PodCIDRs: []netip.Prefix{pfx("10.244.3.0/24"), pfx("fd00:10:244:3::/64")}}
+	learnedB := []overlay.Route{
+		{Dst: pfx("10.244.2.0/24"), NextHops: []overlay.NextHop{{Gateway: ip("192.168.1.2"), Dev: "eth1"}}},
+		{Dst: pfx("fd00:10:244:2::/64"), NextHops: []overlay.NextHop{{Gateway: ip("fd00::2")}}},
+	}
+	tests := []struct {
+		name    string
+		cfg     config.Config
+		self    func() Self
+		peers   []Node
+		learned []overlay.Route
+		want    Result
+	}{
+		{
+			name: "nothing learned yet: no routes, peers pending, underlay MTU",
+			cfg:  bgp(nil), self: dual, peers: []Node{peerB},
+			want: Result{
+				PodMTU:   1500,
+				Rules:    Rules{ClusterCIDRs: cfg(nil).ClusterCIDRs, PodCIDRs: dual().PodCIDRs, Masquerade: true},
+				Gateways: []netip.Addr{ip("10.244.1.1"), ip("fd00:10:244:1::1")},
+				Peers: []Peer{{Name: "b", IP: ip("192.168.1.2"), PodCIDRs: peerB.PodCIDRs,
+					Pending: "no BGP route learned yet for 10.244.2.0/24, fd00:10:244:2::/64"}},
+			},
+		},
+		{
+			name: "learned routes installed without device, peer programmed, ECMP kept",
+			cfg:  bgp(func(c *config.Config) { c.MTU = 1400 }), self: dual, peers: []Node{peerC, peerB},
+			learned: append(slices.Clone(learnedB), overlay.Route{Dst: pfx("10.244.3.0/24"),
+				NextHops: []overlay.NextHop{{Gateway: ip("192.168.1.3")}, {Gateway: ip("192.168.1.9")}}}),
+			want: Result{
+				PodMTU:   1400,
+				Rules:    Rules{ClusterCIDRs: cfg(nil).ClusterCIDRs, PodCIDRs: dual().PodCIDRs, Masquerade: true},
+				Gateways: []netip.Addr{ip("10.244.1.1"), ip("fd00:10:244:1::1")},
+				Desired: overlay.Desired{Routes: []overlay.Route{
+					{Dst: pfx("10.244.2.0/24"), NextHops: []overlay.NextHop{{Gateway: ip("192.168.1.2")}}},
+					{Dst: pfx("fd00:10:244:2::/64"), NextHops: []overlay.NextHop{{Gateway: ip("fd00::2")}}},
+					{Dst: pfx("10.244.3.0/24"), NextHops: []overlay.NextHop{{Gateway: ip("192.168.1.3")}, {Gateway: ip("192.168.1.9")}}},
+				}},
+				Peers: []Peer{
+					{Name: "b", IP: ip("192.168.1.2"), PodCIDRs: peerB.PodCIDRs, Via: "bgp", Programmed: true},
+					{Name: "c", IP: ip("192.168.1.3"), PodCIDRs: peerC.PodCIDRs,
+						Pending: "no BGP route learned yet for fd00:10:244:3::/64"},
+				},
+			},
+		},
+		{
+			name: "IPv4-only node: a peer's IPv6 pod CIDR is not waited for",
+			cfg:  bgp(nil), self: selfV4, peers: []Node{peerB}, learned: learnedB[:1],
+			want: Result{
+				PodMTU:   1500,
+				Rules:    Rules{ClusterCIDRs: cfg(nil).ClusterCIDRs, PodCIDRs: selfV4().PodCIDRs, Masquerade: true},
+				Gateways: []netip.Addr{ip("10.244.1.1")},
+				Desired: overlay.Desired{Routes: []overlay.Route{
+					{Dst: pfx("10.244.2.0/24"), NextHops: []overlay.NextHop{{Gateway: ip("192.168.1.2")}}},
+				}},
+				Peers: []Peer{{Name: "b", IP: ip("192.168.1.2"), PodCIDRs: peerB.PodCIDRs, Via: "bgp", Programmed: true}},
+			},
+		},
+		{
+			name: "peer without pod CIDR pending",
+			cfg:  bgp(nil), self: selfV4, peers: []Node{{Name: "d", IP: ip("192.168.1.4")}},
+			want: Result{
+				PodMTU:   1500,
+				Rules:    Rules{ClusterCIDRs: cfg(nil).ClusterCIDRs, PodCIDRs: selfV4().PodCIDRs, Masquerade: true},
+				Gateways: []netip.Addr{ip("10.244.1.1")},
+				Peers:    []Peer{{Name: "d", IP: ip("192.168.1.4"), Pending: "no pod CIDR"}},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.self()
+			s.Learned = tc.learned
+			got, err := Plan(tc.cfg, s, tc.peers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got, opts); diff != "" {
+				t.Errorf("Plan (-want +got):\n%s", diff)
+			}
+			if len(got.Desired.Devices)+len(got.Desired.Neighbors)+len(got.Desired.FDB) != 0 || got.Rules.VXLANPort != 0 {
+				t.Errorf("bgp plan has VXLAN objects: %+v / port %d", got.Desired, got.Rules.VXLANPort)
+			}
+		})
 	}
 }

@@ -1,10 +1,16 @@
 // Command weft-agent is weft's per-node agent: it programs the node's pod
-// network (VXLAN overlay, firewall rules, pod bridge) from the cluster's Node
-// objects and the kube-system/weft-config ConfigMap, writes the CNI conflist
-// and publishes the node's tunnel endpoint.
+// network (VXLAN overlay or BGP routes, firewall rules, pod bridge) from the
+// cluster's Node objects and the kube-system/weft-config ConfigMap, writes
+// the CNI conflist and publishes the node's tunnel endpoint.
 //
 //	weft-agent [flags]           run the agent (until SIGTERM/SIGINT; the datapath stays)
 //	weft-agent cleanup [flags]   remove everything weft made on this node
+//
+// In bgp mode it runs the node's BGP speaker (its gRPC admin API is never
+// started). Multipath TCP stays off for its listeners (go:debug below):
+// TCP MD5 signatures (BGP passwords) need plain TCP sockets.
+//
+//go:debug multipathtcp=0
 package main
 
 import (
@@ -142,6 +148,10 @@ func run(args []string) error {
 		NodeName: f.nodeName, NodeIP: nodeIP, Namespace: f.namespace, ConfigMap: f.configMap,
 		StateDir: f.stateDir, RunDir: f.runDir, CNIConfDir: f.cniConfDir, Bridge: f.bridge, HTTPAddr: f.httpAddr,
 		Client: client, Datapath: dp, Firewall: fw, Host: host, Log: log,
+		KernelRoutes: func(ctx context.Context) ([]overlay.Route, error) {
+			st, err := nl.Observe(ctx, nil, overlay.DefaultRouteProtocol)
+			return st.Routes, err
+		},
 		IPAM: func(ctx context.Context, ranges []netip.Prefix, reserved []netip.Addr) ([]status.IPAM, error) {
 			s, err := ipam.Open(ipam.Options{Dir: ipamDir, Ranges: ranges, Reserved: reserved})
 			if err != nil {

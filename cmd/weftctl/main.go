@@ -1,6 +1,8 @@
 // Command weftctl inspects the weft agent on this node.
 //
 //	weftctl status [-socket /run/weft/status.sock] [-json]
+//	weftctl bgp peers [-socket ...] [-json]    BGP sessions (bgp mode)
+//	weftctl bgp routes [-socket ...] [-json]   routes bgp mode installs, rejected paths
 package main
 
 import (
@@ -21,9 +23,11 @@ import (
 const usage = `weftctl inspects the weft agent on this node.
 
 Usage:
-  weftctl status [-socket PATH] [-json]   mode, pod CIDRs, IPAM use and peers of the local agent
+  weftctl status [-socket PATH] [-json]       mode, pod CIDRs, IPAM use and peers of the local agent
+  weftctl bgp peers [-socket PATH] [-json]    bgp mode: sessions, prefixes received/advertised/installed/rejected
+  weftctl bgp routes [-socket PATH] [-json]   bgp mode: the routes installed and the paths rejected
 
-Flags of status:
+Flags:
 `
 
 func main() {
@@ -34,7 +38,7 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("weftctl status", flag.ContinueOnError)
+	fs := flag.NewFlagSet("weftctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "/run/weft/"+status.SocketName, "the agent's status socket")
 	asJSON := fs.Bool("json", false, "print the raw status as JSON")
@@ -50,11 +54,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	if args[0] != "status" {
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "status":
+	case "bgp":
+		if len(rest) == 0 || (rest[0] != "peers" && rest[0] != "routes") {
+			fs.Usage()
+			return errors.New("bgp: want a subcommand: peers or routes")
+		}
+		cmd, rest = "bgp "+rest[0], rest[1:]
+	default:
 		fs.Usage()
 		return fmt.Errorf("unknown command %q", args[0])
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -62,16 +75,31 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	st, err := status.Get(ctx, *socket)
-	if err != nil {
-		return err
+	var v any
+	var print func() error
+	switch cmd {
+	case "status":
+		st, err := status.Get(ctx, *socket)
+		if err != nil {
+			return err
+		}
+		v, print = st, func() error { return printStatus(stdout, st) }
+	default:
+		st, err := getBGP(ctx, *socket)
+		if err != nil {
+			return err
+		}
+		v, print = st, func() error { return printBGPPeers(stdout, st) }
+		if cmd == "bgp routes" {
+			print = func() error { return printBGPRoutes(stdout, st) }
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return enc.Encode(v)
 	}
-	return printStatus(stdout, st)
+	return print()
 }
 
 func printStatus(w io.Writer, st status.Status) error {
