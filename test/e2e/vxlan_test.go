@@ -331,6 +331,7 @@ func TestVXLAN(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("%s given pod CIDRs %v by the controller manager %s after it was created", extra, cidrs, time.Since(t1).Round(time.Millisecond))
 		want := peerEntries(cidrs, mac, "172.30.1.99")
 		// client-go's informers (the agents' and the controller manager's)
 		// come back after their reconnect backoff, which grows to
