@@ -69,6 +69,21 @@ func Demo(ctx context.Context, opts Options, file, name string, w io.Writer) (er
 		}
 		m.print(w)
 		fmt.Fprintf(w, "demo: %s: %s\n", mode, m.summary(l))
+		if l.AgentBuilt() {
+			// What carries the traffic: weft's routes on the first node.
+			n := l.Topo.NodesOf(KindWeft)[0].Name
+			for _, fam := range []string{"-4", "-6"} {
+				out, err := l.Exec(ctx, n, "ip", fam, "route", "show", "proto", "87")
+				if err != nil {
+					return err
+				}
+				for _, r := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+					if r != "" {
+						fmt.Fprintf(w, "demo: %s: %s route: %s\n", mode, n, strings.TrimSpace(r))
+					}
+				}
+			}
+		}
 	}
 	return nil
 }
