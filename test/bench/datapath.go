@@ -495,6 +495,9 @@ func iperf(ctx context.Context, p *dpPath) (dpRun, error) {
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", p.src, "nice", "-n", fmt.Sprint(*dpNice), "iperf3", "-c", p.dst.String(), "-p", fmt.Sprint(dpPort),
 		"-t", fmt.Sprint(*dpSeconds), "-O", "1", "-J")
 	b, err := cmd.Output()
+	if ctx.Err() != nil {
+		return dpRun{}, ctx.Err() // interrupted: iperf3 was killed
+	}
 	var res struct {
 		Error string `json:"error"`
 		End   struct {
