@@ -143,6 +143,7 @@ type Agent struct {
 	mac        []byte
 	leased     []netip.Prefix
 	programmed bool
+	lastMode   config.Mode       // mode of the last successful datapath pass
 	pending    map[string]string // peer → reason last reported
 	lastSweep  time.Time
 	backoff    time.Duration

@@ -219,12 +219,22 @@ func TestAgentAgainstAPIServer(t *testing.T) {
 		t.Errorf("wn1 datapath lacks %q:\n%s", want, agents["wn1"].dp.dump())
 	}
 
-	// The agent's token may not touch another node (admission policy).
+	// The agent's token may not touch another node (admission policy). The
+	// apiserver enforces a new policy only once it has loaded it, a moment
+	// after it was applied, so first wait (with dry runs, which admission
+	// sees too but which change nothing) until it refuses.
 	wn1 := agents["wn1"].a.o.Client
-	_, err := wn1.CoreV1().Nodes().Patch(ctx, "wn2", types.StrategicMergePatchType,
-		[]byte(`{"metadata":{"annotations":{"weft.dev/vtep-mac":"02:00:00:00:00:99"}}}`), metav1.PatchOptions{}, "status")
-	if !apierrors.IsForbidden(err) {
-		t.Errorf("wn1 patching wn2's status: %v, want Forbidden (deploy/kubernetes/admission.yaml)", err)
+	foreign := []byte(`{"metadata":{"annotations":{"weft.dev/vtep-mac":"02:00:00:00:00:99"}}}`)
+	waitFor(t, 30*time.Second, "admission policy enforced", func() (bool, string) {
+		_, err := wn1.CoreV1().Nodes().Patch(ctx, "wn2", types.StrategicMergePatchType, foreign,
+			metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}}, "status")
+		return apierrors.IsForbidden(err), fmt.Sprint(err)
+	})
+	for _, pt := range []types.PatchType{types.StrategicMergePatchType, types.MergePatchType} {
+		_, err := wn1.CoreV1().Nodes().Patch(ctx, "wn2", pt, foreign, metav1.PatchOptions{}, "status")
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("wn1 patching wn2's status (%s): %v, want Forbidden (deploy/kubernetes/admission.yaml)", pt, err)
+		}
 	}
 
 	// A config change applies live; a bad one is rejected with an Event.
