@@ -35,6 +35,7 @@ import (
 	"weft.dev/weft/agent"
 	"weft.dev/weft/agent/cniconf"
 	"weft.dev/weft/agent/status"
+	"weft.dev/weft/cmd/internal/version"
 	"weft.dev/weft/ipam"
 	"weft.dev/weft/overlay"
 )
@@ -80,11 +81,16 @@ func run(args []string) error {
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	f.register(fs, !cleanup)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	if *showVersion {
+		fmt.Println("weft-agent", version.String())
+		return nil
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.level)); err != nil {

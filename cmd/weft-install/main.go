@@ -14,8 +14,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"strings"
+	"weft.dev/weft/cmd/internal/version"
 )
 
 func main() {
@@ -27,7 +27,7 @@ func run(args []string) int {
 	src := fs.String("src", "/usr/lib/weft/cni", "directory holding the plugin binaries to install")
 	dst := fs.String("dst", "/host/opt/cni/bin", "the node's CNI binary directory, as mounted in this container")
 	ifAbsent := fs.String("if-absent", "loopback", "comma-separated names installed only when --dst has no file of that name")
-	version := fs.Bool("version", false, "print the version and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -35,8 +35,8 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "weft-install: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	if *version {
-		fmt.Println("weft-install", buildVersion())
+	if *showVersion {
+		fmt.Println("weft-install", version.String())
 		return 0
 	}
 	var names []string
@@ -54,11 +54,4 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-func buildVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }

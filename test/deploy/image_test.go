@@ -265,8 +265,8 @@ func TestImageRuns(t *testing.T) {
 		argv []string
 		want string
 	}{
-		// weft-agent has no --version flag yet; --help parses the flags
-		// and prints their usage, which proves the binary runs in the image.
+		// --version and --help run each binary inside the image's root.
+		{[]string{"/usr/local/bin/weft-agent", "--version"}, "weft-agent"},
 		{[]string{"/usr/local/bin/weft-agent", "--help"}, "-node-name"},
 		{[]string{"/usr/local/bin/weftctl", "--help"}, "status"},
 		{[]string{"/usr/local/bin/weft-install", "--version"}, "weft-install"},
