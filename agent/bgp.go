@@ -287,3 +287,40 @@ func (a *Agent) BGPStatus(ctx context.Context) (bgpmode.Status, error) {
 
 // ErrNotBGP says the agent does not run bgp mode.
 var ErrNotBGP = errors.New("weft-agent does not run mode bgp")
+
+// clearForVXLAN runs before the first vxlan pass (a switch from bgp mode,
+// or the start): it first removes weft's routes that the VXLAN routes will
+// replace but which do not go through a VXLAN device (BGP's). The kernel
+// refuses to replace an IPv6 route by one with an on-link gateway that the
+// old route itself covers (EINVAL); without the old route the VXLAN route
+// goes in. The VXLAN device, neighbours and FDB entries are set up by the
+// same step, so the routes follow a moment later.
+func (a *Agent) clearForVXLAN(ctx context.Context, want overlay.Desired) error {
+	if a.o.KernelRoutes == nil {
+		return nil
+	}
+	have, err := a.o.KernelRoutes(ctx)
+	if err != nil {
+		return fmt.Errorf("read kernel routes: %w", err)
+	}
+	wanted := map[netip.Prefix]bool{}
+	for _, r := range want.Routes {
+		wanted[r.Dst] = true
+	}
+	clear := map[netip.Prefix]bool{}
+	for _, r := range retainable(have) { // not through a VXLAN device
+		if wanted[r.Dst] {
+			clear[r.Dst] = true
+		}
+	}
+	if len(clear) == 0 {
+		return nil
+	}
+	step := want
+	step.Routes = slices.DeleteFunc(slices.Clone(want.Routes), func(r overlay.Route) bool { return clear[r.Dst] })
+	a.log.Info("switching to vxlan: removing the routes the VXLAN routes replace first", "routes", len(clear))
+	if err := a.o.Datapath.Reconcile(ctx, step); err != nil {
+		return fmt.Errorf("remove routes before the VXLAN routes: %w", err)
+	}
+	return nil
+}

@@ -162,10 +162,18 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 		p.fail("bridge", err)
 		p.block("bridge: " + err.Error()) // e.g. forwarding off and /proc/sys read-only
 	}
+	if cfg.Mode == config.VXLAN && a.lastMode != cfg.Mode {
+		if err := a.clearForVXLAN(ctx, res.Desired); err != nil {
+			p.fail("datapath", err)
+		}
+	}
 	dpErr := a.o.Datapath.Reconcile(ctx, res.Desired)
 	if dpErr != nil {
 		p.fail("datapath", dpErr)
-	} else if !a.programmed {
+	} else {
+		a.lastMode = cfg.Mode
+	}
+	if dpErr == nil && !a.programmed {
 		a.log.Info("datapath programmed", "podCIDRs", pods, "peers", len(res.Peers))
 		a.programmed = true
 	}
