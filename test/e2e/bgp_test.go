@@ -11,14 +11,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"weft.dev/weft/agent/bgpmode"
 	"weft.dev/weft/agent/status"
+	"weft.dev/weft/bgp"
 	"weft.dev/weft/test/lab"
 )
 
@@ -338,4 +343,296 @@ func bgpLogsOnFailure(t *testing.T, l *lab.Lab) {
 			t.Logf("%s agent log (errors, warnings, bgp; last 60):\n%s", n.Name, strings.Join(keep, "\n"))
 		}
 	})
+}
+
+// frrBGP is the part of FRR's `show bgp <afi> unicast json` the tests read.
+type frrBGP struct {
+	Routes map[string][]struct {
+		Valid    bool `json:"valid"`
+		Stale    bool `json:"stale"`
+		Nexthops []struct {
+			IP    string `json:"ip"`
+			Scope string `json:"scope"`
+		} `json:"nexthops"`
+		Peer struct {
+			PeerID string `json:"peerId"`
+		} `json:"peer"`
+	} `json:"routes"`
+}
+
+func frrTable(t *testing.T, ctx context.Context, l *lab.Lab, router, afi string) frrBGP {
+	t.Helper()
+	out, err := l.FRR(ctx, router, "show bgp "+afi+" unicast json")
+	if err != nil {
+		t.Fatalf("%s: show bgp %s unicast json: %v", router, afi, err)
+	}
+	var tb frrBGP
+	if err := json.Unmarshal(out, &tb); err != nil {
+		t.Fatalf("%s: parse show bgp %s unicast json: %v\n%s", router, afi, err, out)
+	}
+	return tb
+}
+
+// frrNextHops are the valid global next hops FRR holds for prefix.
+func (tb frrBGP) nextHops(prefix string) []string {
+	var out []string
+	for _, p := range tb.Routes[prefix] {
+		if !p.Valid || p.Stale {
+			continue
+		}
+		for _, nh := range p.Nexthops {
+			if nh.Scope == "" || nh.Scope == "global" {
+				out = append(out, nh.IP)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// TestBGPFRR runs bgp-frr-rr with the nodes peering only with the FRR
+// top-of-rack router (nodeMesh off): FRR holds every node's pod CIDRs via
+// the node, pods reach each other across nodes (v4+v6) through routes FRR
+// reflects, hijack attempts from FRR are refused and counted, a
+// LoadBalancer Service's address is announced and withdrawn, and a kill -9
+// of an agent under a 100 Hz ping keeps every route (graceful restart).
+func TestBGPFRR(t *testing.T) {
+	requireK8s(t)
+	requireAgentBuilt(t)
+	l := up(t, topology("bgp-frr-rr.clab.yml"), "bf")
+	bgpLogsOnFailure(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	weft := l.Topo.NodesOf(lab.KindWeft)
+	const lbRange, lbIP = "172.30.200.0/24", "172.30.200.10"
+	if err := l.SetConfig(ctx, map[string]any{"mode": "bgp", "bgp": map[string]any{
+		"asn": 64512, "nodeMesh": false,
+		"peers":             []any{map[string]any{"address": "172.30.2.1"}},
+		"advertiseServices": true,
+		"externalRanges":    []any{lbRange},
+		"gracefulRestart":   map[string]any{"enabled": true, "restartTime": "60s"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	bgpWaitMode(t, ctx, l, "bgp", 90*time.Second)
+	weftctl := bgpBuildWeftctl(t)
+
+	// FRR holds every node's pod CIDRs, each via that node.
+	cidrs := map[string][]netip.Prefix{}
+	for _, n := range weft {
+		cidrs[n.Name] = bgpPodCIDRs(t, ctx, l, n.Name)
+	}
+	eventually(t, 30*time.Second, "FRR holds every pod CIDR via its node", func() error {
+		v4, v6 := frrTable(t, ctx, l, "tor", "ipv4"), frrTable(t, ctx, l, "tor", "ipv6")
+		var bad []string
+		for _, n := range weft {
+			for _, c := range cidrs[n.Name] {
+				tb := v4
+				if c.Addr().Is6() {
+					tb = v6
+				}
+				want := bgpNodeAddr(n, c.Addr().Is4())
+				if got := tb.nextHops(c.String()); !slices.Equal(got, []string{want}) {
+					bad = append(bad, fmt.Sprintf("%s (%s): next hops %v, want [%s]", c, n.Name, got, want))
+				}
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%s", strings.Join(bad, "; "))
+		}
+		return nil
+	})
+	for _, n := range weft {
+		st := bgpStatus(t, ctx, weftctl, l, n.Name)
+		if len(st.Peers) != 1 || st.Peers[0].Address.String() != "172.30.2.1" || !st.Peers[0].Up {
+			t.Errorf("%s: peers %+v, want only 172.30.2.1 established", n.Name, st.Peers)
+		}
+	}
+	pods := bgpPods(t, ctx, l, "f")
+	bgpMatrix(t, ctx, l, pods)
+
+	t.Run("hijacks", func(t *testing.T) {
+		node2CIDR := cidrs["node2"][0]
+		moreSpecific := netip.PrefixFrom(node2CIDR.Addr(), node2CIDR.Bits()+1).String()
+		attempts := map[string]string{
+			"10.99.0.0/16":       "outside-cluster",
+			"0.0.0.0/0":          "default-route",
+			moreSpecific:         "more-specific",
+			"172.30.2.64/26":     "covers-underlay",
+			"fd00:99::/48":       "outside-cluster",
+			"fd00:30:2:0:1::/80": "covers-underlay",
+		}
+		before := map[string]bgpmode.Status{}
+		for _, n := range weft {
+			before[n.Name] = bgpStatus(t, ctx, weftctl, l, n.Name)
+		}
+		cmds := []string{"configure terminal", "router bgp 64512", "no bgp network import-check"}
+		for p := range attempts {
+			afi := "ipv4"
+			if strings.Contains(p, ":") {
+				afi = "ipv6"
+			}
+			cmds = append(cmds, "address-family "+afi+" unicast", "network "+p, "exit-address-family")
+		}
+		if out, err := l.FRR(ctx, "tor", cmds...); err != nil {
+			t.Fatalf("vtysh: %v\n%s", err, out)
+		}
+		// Every node sees each attempt and refuses it with its reason.
+		for _, n := range weft {
+			eventually(t, 20*time.Second, n.Name+" refuses every hijack", func() error {
+				st, err := bgpStatusErr(ctx, weftctl, l, n.Name)
+				if err != nil {
+					return err
+				}
+				var missing []string
+				for p, reason := range attempts {
+					if p == moreSpecific && n.Name == "node2" {
+						reason = "own-cidr" // node2's own pod CIDR
+					}
+					if !slices.ContainsFunc(st.Rejected, func(r bgp.Rejected) bool { return r.Prefix.String() == p && string(r.Reason) == reason }) {
+						missing = append(missing, p+" "+reason)
+					}
+				}
+				if len(missing) > 0 {
+					return fmt.Errorf("not rejected (yet): %v; rejected: %+v", missing, st.Rejected)
+				}
+				// weftctl bgp peers counts them against FRR.
+				if got, was := st.Peers[0].Rejected, before[n.Name].Peers[0].Rejected; sum(got)-sum(was) != len(attempts) {
+					return fmt.Errorf("rejected counts from FRR %v (before %v), want %d more; rejected now: %+v", got, was, len(attempts), st.Rejected)
+				}
+				return nil
+			})
+			st := bgpStatus(t, ctx, weftctl, l, n.Name)
+			routes := bgpKernelRoutes(t, ctx, l, n.Name)
+			for p := range attempts {
+				if strings.HasPrefix(routes, p+" ") || strings.Contains(routes, "\n"+p+" ") || (p == "0.0.0.0/0" && strings.Contains(routes, "default")) {
+					t.Errorf("%s: hijacked prefix %s installed:\n%s", n.Name, p, routes)
+				}
+			}
+			t.Logf("%s: rejected by reason %v", n.Name, st.RejectedByReason)
+		}
+		out, _ := exec.CommandContext(ctx, weftctl, "bgp", "peers", "-socket", l.AgentStatusSocket("node1")).CombinedOutput()
+		t.Logf("node1: weftctl bgp peers:\n%s", out)
+		bgpMatrix(t, ctx, l, pods) // nothing diverted
+	})
+
+	t.Run("loadbalancer", func(t *testing.T) {
+		c, err := l.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcs := c.CoreV1().Services("default")
+		svc, err := svcs.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "bgp-lb"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
+				Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: lbIP}}
+		if _, err := svcs.UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, n := range weft {
+			want = append(want, bgpNodeAddr(n, true))
+		}
+		slices.Sort(want)
+		t0 := time.Now()
+		eventually(t, 20*time.Second, "FRR learns "+lbIP+"/32 from every node", func() error {
+			if got := frrTable(t, ctx, l, "tor", "ipv4").nextHops(lbIP + "/32"); !slices.Equal(got, want) {
+				return fmt.Errorf("next hops %v, want %v", got, want)
+			}
+			return nil
+		})
+		t.Logf("LoadBalancer %s announced by every node %s after its status was set", lbIP, time.Since(t0).Round(time.Millisecond))
+		for _, n := range weft {
+			if routes := bgpKernelRoutes(t, ctx, l, n.Name); strings.Contains(routes, lbIP) {
+				t.Errorf("%s: installed the Service address it announces itself:\n%s", n.Name, routes)
+			}
+		}
+		if err := svcs.Delete(ctx, svc.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t0 = time.Now()
+		eventually(t, 20*time.Second, "FRR withdraws "+lbIP+"/32", func() error {
+			if got := frrTable(t, ctx, l, "tor", "ipv4").Routes[lbIP+"/32"]; len(got) > 0 {
+				return fmt.Errorf("still %d paths", len(got))
+			}
+			return nil
+		})
+		t.Logf("LoadBalancer %s withdrawn %s after the Service was deleted", lbIP, time.Since(t0).Round(time.Millisecond))
+	})
+
+	t.Run("graceful-restart", func(t *testing.T) {
+		victim := "node2"
+		mon, err := l.Command(ctx, "node1", "ip", "-o", "monitor", "route")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var monOut strings.Builder
+		mon.Stdout, mon.Stderr = &monOut, &monOut
+		if err := mon.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = mon.Process.Kill() })
+		time.Sleep(200 * time.Millisecond) // subscribed
+		fl := bgpStartPing(t, ctx, l, pods[0], pods[1].IPs[0])
+		time.Sleep(time.Second)
+		if err := l.AgentKill(victim); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second) // the peers see the session drop meanwhile
+		t0 := time.Now()
+		if err := l.AgentStart(ctx, victim); err != nil {
+			t.Fatal(err)
+		}
+		var back time.Duration
+		eventually(t, 10*time.Second, victim+" session back and its routes re-advertised", func() error {
+			st, err := bgpStatusErr(ctx, weftctl, l, victim)
+			if err != nil {
+				return err
+			}
+			if len(st.Peers) != 1 || !st.Peers[0].Up {
+				return fmt.Errorf("peers %+v", st.Peers)
+			}
+			v4, v6 := frrTable(t, ctx, l, "tor", "ipv4"), frrTable(t, ctx, l, "tor", "ipv6")
+			for _, c := range cidrs[victim] {
+				tb := v4
+				if c.Addr().Is6() {
+					tb = v6
+				}
+				if got := tb.nextHops(c.String()); len(got) != 1 {
+					return fmt.Errorf("FRR: %s fresh next hops %v (stale ones not counted)", c, got)
+				}
+			}
+			back = time.Since(t0)
+			return nil
+		})
+		t.Logf("%s: agent restarted; session established and routes re-advertised (not stale on FRR) %s after the start", victim, back.Round(time.Millisecond))
+		time.Sleep(time.Second)
+		gap := fl.stop(t)
+		if gap != 0 {
+			t.Errorf("%s -> %s across the restart of %s's agent: %s gap, want no loss", pods[0].Name, pods[1].Name, victim, gap)
+		}
+		_ = mon.Process.Kill()
+		_ = mon.Wait()
+		for _, line := range strings.Split(monOut.String(), "\n") {
+			for _, c := range cidrs[victim] {
+				if strings.HasPrefix(strings.TrimSpace(line), "Deleted") && strings.Contains(line, c.String()) {
+					t.Errorf("node1: route to %s's pods removed during its restart: %s", victim, line)
+				}
+			}
+		}
+		t.Logf("node1 route changes during the restart: %q", monOut.String())
+	})
+}
+
+func sum(m map[bgp.Reason]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
