@@ -636,3 +636,54 @@ func sum(m map[bgp.Reason]int) int {
 	}
 	return n
 }
+
+// TestBGPBIRD runs bgp-bird with the nodes peering only with the BIRD 2
+// route reflector: BIRD holds every node's pod CIDR via that node and pods
+// reach each other across nodes through the routes it reflects.
+func TestBGPBIRD(t *testing.T) {
+	requireK8s(t)
+	requireAgentBuilt(t)
+	l := up(t, topology("bgp-bird.clab.yml"), "bb")
+	bgpLogsOnFailure(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	weft := l.Topo.NodesOf(lab.KindWeft)
+	if err := l.SetConfig(ctx, map[string]any{"mode": "bgp", "bgp": map[string]any{
+		"asn": 64512, "nodeMesh": false, "peers": []any{map[string]any{"address": "172.30.3.2"}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	bgpWaitMode(t, ctx, l, "bgp", 90*time.Second)
+	eventually(t, 30*time.Second, "BIRD holds every pod CIDR via its node", func() error {
+		out, err := l.BIRD(ctx, "rr", "show", "route", "all")
+		if err != nil {
+			return err
+		}
+		for _, n := range weft {
+			for _, c := range bgpPodCIDRs(t, ctx, l, n.Name) {
+				want := fmt.Sprintf("BGP.next_hop: %s", bgpNodeAddr(n, c.Addr().Is4()))
+				i := strings.Index(string(out), c.String())
+				if i < 0 || !strings.Contains(string(out[i:]), want) {
+					return fmt.Errorf("no %s with %q in:\n%s", c, want, out)
+				}
+				// The entry's own attributes: up to the next prefix line.
+				entry := string(out[i:])
+				if j := strings.Index(entry[1:], "\n10."); j > 0 {
+					entry = entry[:j+1]
+				}
+				if !strings.Contains(entry, want) {
+					return fmt.Errorf("%s: entry lacks %q:\n%s", c, want, entry)
+				}
+			}
+		}
+		return nil
+	})
+	weftctl := bgpBuildWeftctl(t)
+	for _, n := range weft {
+		st := bgpStatus(t, ctx, weftctl, l, n.Name)
+		if len(st.Peers) != 1 || !st.Peers[0].Up || st.Peers[0].Installed != len(weft)-1 {
+			t.Errorf("%s: peers %+v, want BIRD established with %d routes installed", n.Name, st.Peers, len(weft)-1)
+		}
+	}
+	bgpMatrix(t, ctx, l, bgpPods(t, ctx, l, "b"))
+}
