@@ -228,8 +228,8 @@ func (a *Agent) bgpEvent(r *bgpRun, ev bgpmode.Event) {
 		a.log.Info("bgp session up", "peer", ev.Peer, "name", ev.Name)
 		a.recorder.Eventf(a.ownRef(), corev1.EventTypeNormal, "BGPSessionUp", "BGP session with %s (%s) established", ev.Peer, ev.Name)
 	case bgp.SessionDown:
-		r.downSince[ev.Peer] = ev.Time
-		r.reported[ev.Peer] = true
+		r.downSince[ev.Peer] = ev.Time // bgpObserve says so again if it stays down
+		delete(r.reported, ev.Peer)
 		a.log.Warn("bgp session down", "peer", ev.Peer, "name", ev.Name, "state", ev.State)
 		a.recorder.Eventf(a.ownRef(), corev1.EventTypeWarning, "BGPSessionDown", "BGP session with %s (%s) down (state %s)", ev.Peer, ev.Name, ev.State)
 	}

@@ -627,6 +627,73 @@ func TestBGPFRR(t *testing.T) {
 		}
 		t.Logf("node1 route changes during the restart: %q", monOut.String())
 	})
+
+	t.Run("md5", func(t *testing.T) {
+		c, err := l.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		const pw, bad = "weft-md5-lab", "not-the-password"
+		if _, err := c.CoreV1().Secrets("kube-system").Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "weft-bgp-passwords"},
+			Data:       map[string][]byte{"tor": []byte(pw)},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// FRR expects the password from node1 and node2, another one from node3.
+		if out, err := l.FRR(ctx, "tor", "configure terminal", "router bgp 64512",
+			"neighbor 172.30.2.11 password "+pw, "neighbor 172.30.2.12 password "+pw,
+			"neighbor 172.30.2.13 password "+bad); err != nil {
+			t.Fatalf("vtysh: %v\n%s", err, out)
+		}
+		since := time.Now()
+		if err := l.SetConfig(ctx, map[string]any{"mode": "bgp", "bgp": map[string]any{
+			"asn": 64512, "nodeMesh": false,
+			"peers": []any{map[string]any{"address": "172.30.2.1",
+				"passwordSecretRef": map[string]any{"name": "weft-bgp-passwords", "key": "tor"}}},
+			"gracefulRestart": map[string]any{"enabled": true, "restartTime": "60s"},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 40*time.Second, "node1 and node2 establish with the password", func() error {
+			for _, n := range []string{"node1", "node2"} {
+				st, err := bgpStatusErr(ctx, weftctl, l, n)
+				if err != nil {
+					return err
+				}
+				if len(st.Peers) != 1 || !st.Peers[0].Up {
+					return fmt.Errorf("%s: %+v", n, st.Peers)
+				}
+			}
+			return nil
+		})
+		// node3 (wrong password on FRR's side) never does; its agent says so
+		// with an Event on its Node.
+		deadline := time.Now().Add(45 * time.Second)
+		var event string
+		for time.Now().Before(deadline) && event == "" {
+			st := bgpStatus(t, ctx, weftctl, l, "node3")
+			if len(st.Peers) == 1 && st.Peers[0].Up {
+				t.Fatalf("node3 established with FRR despite the wrong password: %+v", st.Peers)
+			}
+			evs, err := c.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=node3,reason=BGPSessionDown"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range evs.Items {
+				if e.LastTimestamp.After(since) && strings.Contains(e.Message, "not established") {
+					event = e.Message
+				}
+			}
+			time.Sleep(time.Second)
+		}
+		if event == "" {
+			t.Errorf("node3: no BGPSessionDown Event saying the session is not established within 45s")
+		}
+		t.Logf("node3 Event: %s", event)
+		out, _ := exec.CommandContext(ctx, weftctl, "bgp", "peers", "-socket", l.AgentStatusSocket("node3")).CombinedOutput()
+		t.Logf("node3: weftctl bgp peers:\n%s", out)
+	})
 }
 
 func sum(m map[bgp.Reason]int) int {
