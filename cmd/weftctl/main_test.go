@@ -86,7 +86,7 @@ func TestBGPPeersAndRoutes(t *testing.T) {
 		},
 		Routes: []overlay.Route{{Dst: netip.MustParsePrefix("10.244.2.0/24"),
 			NextHops: []overlay.NextHop{{Gateway: a("172.30.1.12")}, {Gateway: a("172.30.1.1")}}}},
-		Rejected: []bgp.Rejected{{Prefix: netip.MustParsePrefix("0.0.0.0/0"), NextHop: a("172.30.1.1"), Peer: a("172.30.1.1"), Reason: bgp.DefaultRoute}},
+		Rejected:         []bgp.Rejected{{Prefix: netip.MustParsePrefix("0.0.0.0/0"), NextHop: a("172.30.1.1"), Peer: a("172.30.1.1"), Reason: bgp.DefaultRoute}},
 		RejectedByReason: map[bgp.Reason]int{bgp.DefaultRoute: 1, bgp.OutsideCluster: 2, bgp.OwnCIDR: 0},
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
