@@ -77,11 +77,31 @@ func runCNI(ctx context.Context, out *strings.Builder) error {
 			return err
 		}
 	}
-	weft, err := newWeftSubject(tmp, weftDir, mkns)
+	fmt.Fprintf(out, "## CNI ADD/DEL latency\n\n")
+	fmt.Fprintf(out, "Each call through libcni (as a container runtime makes it), plugin process started inside a node network namespace; "+
+		"cniVersion 1.0.0, MTU 1500, hairpin on. Reference: `%s/bridge` with `host-local` IPAM (Debian containernetworking-plugins). "+
+		"Times in milliseconds: median (p90). Two stacks, each with fresh node namespaces: IPv4 only (pod CIDR /16), and dual-stack "+
+		"(plus an IPv6 /64).\n\n", refPluginDir)
+	for _, st := range []stack{{"IPv4", false}, {"dual-stack", true}} {
+		if err := runCNIStack(ctx, out, tmp, weftDir, mkns, pods, st); err != nil {
+			return fmt.Errorf("%s: %w", st.name, err)
+		}
+	}
+	return nil
+}
+
+// stack is one address family set the benchmark runs with.
+type stack struct {
+	name string
+	dual bool
+}
+
+func runCNIStack(ctx context.Context, out *strings.Builder, tmp, weftDir string, mkns func(string) (string, error), pods []string, st stack) error {
+	weft, err := newWeftSubject(tmp, weftDir, mkns, st.dual)
 	if err != nil {
 		return err
 	}
-	ref, err := newRefSubject(tmp, mkns)
+	ref, err := newRefSubject(tmp, mkns, st.dual)
 	if err != nil {
 		return err
 	}
@@ -137,7 +157,7 @@ func runCNI(ctx context.Context, out *strings.Builder) error {
 			order = []*cniSubject{ref, weft}
 		}
 		for _, s := range order {
-			fmt.Fprintf(os.Stderr, "  %s: %s\n", s.name, sc.name)
+			fmt.Fprintf(os.Stderr, "  %s %s: %s\n", st.name, s.name, sc.name)
 			res, err := sc.fn(ctx, s)
 			if err != nil {
 				return fmt.Errorf("%s, %s: %w", s.name, sc.name, err)
@@ -147,10 +167,7 @@ func runCNI(ctx context.Context, out *strings.Builder) error {
 		rows = append(rows, r)
 	}
 
-	fmt.Fprintf(out, "## CNI ADD/DEL latency\n\n")
-	fmt.Fprintf(out, "Each call through libcni (as a container runtime makes it), plugin process started inside a node network namespace; "+
-		"cniVersion 1.0.0, IPv4 pod CIDR /16, MTU 1500, hairpin on. Reference: `%s/bridge` with `host-local` IPAM (Debian containernetworking-plugins). "+
-		"Times in milliseconds: median (p90).\n\n", refPluginDir)
+	fmt.Fprintf(out, "### %s\n\n", st.name)
 	fmt.Fprintf(out, "| scenario | op | weft | reference | weft/reference (median) |\n|---|---|---|---|---|\n")
 	for _, r := range rows {
 		for _, op := range []string{"ADD", "DEL"} {
@@ -193,20 +210,27 @@ func conflist(plugin map[string]any) (*libcni.NetworkConfigList, error) {
 	return libcni.NetworkConfFromBytes(b)
 }
 
-func newWeftSubject(tmp, pluginDir string, mkns func(string) (string, error)) (*cniSubject, error) {
+func newWeftSubject(tmp, pluginDir string, mkns func(string) (string, error), dual bool) (*cniSubject, error) {
 	node, err := mkns("bweft")
 	if err != nil {
 		return nil, err
 	}
-	s := &cniSubject{name: "weft", node: node, dataDir: filepath.Join(tmp, "weft-ipam")}
-	cidr := netip.MustParsePrefix("10.91.0.0/16")
-	s.list, err = conflist(map[string]any{"type": "weft", "podCIDRs": []string{cidr.String()}, "dataDir": s.dataDir})
+	s := &cniSubject{name: "weft", node: node, dataDir: filepath.Join(tmp, node, "ipam")}
+	cidrs := []netip.Prefix{netip.MustParsePrefix("10.91.0.0/16")}
+	if dual {
+		cidrs = append(cidrs, netip.MustParsePrefix("fd00:91::/64"))
+	}
+	var gws []netip.Addr
+	for _, c := range cidrs {
+		gws = append(gws, c.Addr().Next())
+	}
+	s.list, err = conflist(map[string]any{"type": "weft", "podCIDRs": cidrs, "dataDir": s.dataDir})
 	if err != nil {
 		return nil, err
 	}
-	s.cni = cnitest.NewConfig("/run/netns/"+node, filepath.Join(tmp, "weft-cache"), pluginDir)
+	s.cni = cnitest.NewConfig("/run/netns/"+node, filepath.Join(tmp, node, "cache"), pluginDir)
 	s.fill = func(ctx context.Context, n int) error {
-		st, err := ipam.Open(ipam.Options{Dir: s.dataDir, Ranges: []netip.Prefix{cidr}, Reserved: []netip.Addr{cidr.Addr().Next()}})
+		st, err := ipam.Open(ipam.Options{Dir: s.dataDir, Ranges: cidrs, Reserved: gws})
 		if err != nil {
 			return err
 		}
@@ -220,20 +244,25 @@ func newWeftSubject(tmp, pluginDir string, mkns func(string) (string, error)) (*
 	return s, nil
 }
 
-func newRefSubject(tmp string, mkns func(string) (string, error)) (*cniSubject, error) {
+func newRefSubject(tmp string, mkns func(string) (string, error), dual bool) (*cniSubject, error) {
 	node, err := mkns("bref")
 	if err != nil {
 		return nil, err
 	}
-	s := &cniSubject{name: "reference", node: node, dataDir: filepath.Join(tmp, "ref-ipam")}
-	ipamConf := map[string]any{"type": "host-local", "ranges": [][]map[string]string{{{"subnet": "10.92.0.0/16"}}},
-		"routes": []map[string]string{{"dst": "0.0.0.0/0"}}, "dataDir": s.dataDir}
+	s := &cniSubject{name: "reference", node: node, dataDir: filepath.Join(tmp, node, "ipam")}
+	ranges := [][]map[string]string{{{"subnet": "10.92.0.0/16"}}}
+	routes := []map[string]string{{"dst": "0.0.0.0/0"}}
+	if dual {
+		ranges = append(ranges, []map[string]string{{"subnet": "fd00:92::/64"}})
+		routes = append(routes, map[string]string{"dst": "::/0"})
+	}
+	ipamConf := map[string]any{"type": "host-local", "ranges": ranges, "routes": routes, "dataDir": s.dataDir}
 	s.list, err = conflist(map[string]any{"type": "bridge", "bridge": "refbr0", "isGateway": true, "mtu": 1500,
 		"hairpinMode": true, "ipam": ipamConf})
 	if err != nil {
 		return nil, err
 	}
-	s.cni = cnitest.NewConfig("/run/netns/"+node, filepath.Join(tmp, "ref-cache"), refPluginDir)
+	s.cni = cnitest.NewConfig("/run/netns/"+node, filepath.Join(tmp, node, "cache"), refPluginDir)
 	// host-local's own ADD fills its store: the same files a running node
 	// would have.
 	s.fill = func(ctx context.Context, n int) error {
