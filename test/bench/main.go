@@ -30,6 +30,7 @@ var benchmarks = []benchmark{
 	{name: "cni", desc: "CNI ADD/DEL latency, weft vs the reference bridge + host-local plugins", run: runCNI},
 	{name: "datapath", desc: "pod-to-pod TCP throughput across nodes (vxlan, bgp) vs the underlay, iperf3", run: runDatapath},
 	{name: "agent", desc: "weft-agent control plane: start, burst and deletion against a real apiserver with 1000 peers; RSS", run: runAgent},
+	{name: "bgp", desc: "bgp mode: 1000 pod CIDRs announced by FRR → in the node's kernel, and withdrawn", run: runBGP},
 }
 
 func main() {

@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"weft.dev/weft/agent/config"
+	"weft.dev/weft/overlay"
+	"weft.dev/weft/test/lab/controlplane"
+	"weft.dev/weft/test/nstest"
+)
+
+// The bgp benchmark measures how fast one real weft-agent in bgp mode turns
+// routes a router announces into kernel routes. The environment is the
+// agent benchmark's (control plane and node namespaces joined by a veth
+// underlay, bgpRoutes peer Nodes registered by the admin client with
+// spec.podCIDRs and an InternalIP in the underlay subnet, no agent for
+// them); FRR (zebra, bgpd, staticd) runs in the control-plane namespace as
+// the node's only BGP peer (iBGP, AS 64512, nodeMesh off), so weft's
+// import policy checks every pod CIDR's next hop against its Node's
+// InternalIP.
+//
+// Each round loads bgpRoutes static routes (peer i's pod CIDR via peer i's
+// InternalIP) into FRR in one vtysh batch; `redistribute static` announces
+// them with those next hops. The clock runs from the start of the batch
+// until the node namespace holds bgpRoutes routes of weft's protocol
+// (netlink dump every agPoll), then from the start of the batch removing
+// them until none is left.
+var (
+	bgpRoutes = flag.Int("bgp.routes", 1000, "bgp: simulated Nodes whose pod CIDRs FRR announces")
+	bgpRounds = flag.Int("bgp.rounds", 5, "bgp: announce/withdraw rounds measured")
+)
+
+// Target of the issue "BGP mode": 1000 announced pod CIDRs in the kernel.
+const bgpTarget = time.Second
+
+const bgpASN = 64512
+
+// bgpRound is one announce or withdraw.
+type bgpRound struct {
+	took  time.Duration // from the batch's start until the kernel count was reached
+	batch time.Duration // the vtysh batch alone
+	load  float64
+}
+
+// frrd is one FRR instance (its own pathspace) in a namespace.
+type frrd struct {
+	ns, ps, run string
+}
+
+func runBGP(ctx context.Context, out *strings.Builder) error {
+	binDir, err := controlplane.DefaultBinDir()
+	if err != nil {
+		return err
+	}
+	if v := os.Getenv("WEFT_K8S_BIN"); v != "" {
+		binDir = v
+	}
+	if m := controlplane.MissingBinaries(binDir, "/usr/bin/etcd"); len(m) > 0 {
+		return fmt.Errorf("Kubernetes binaries missing (%s); build them with `make k8s`", strings.Join(m, ", "))
+	}
+	for _, b := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/staticd"} {
+		if _, err := os.Stat(b); err != nil {
+			return fmt.Errorf("FRR missing (install it with test/deps.sh): %w", err)
+		}
+	}
+	root := filepath.Dir(filepath.Dir(filepath.Dir(binDir)))
+	tmp, err := os.MkdirTemp("", "weft-bench-bgp")
+	if err != nil {
+		return err
+	}
+	e := &agEnv{tmp: tmp}
+	defer e.close()
+	if e.bin, err = agentBinary(tmp); err != nil {
+		return err
+	}
+	if err := e.setup(ctx, root); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "  creating %d peer Nodes\n", *bgpRoutes)
+	if _, err := e.createPeers(ctx, 0, *bgpRoutes); err != nil {
+		return err
+	}
+	doc := fmt.Sprintf("mode: bgp\nclusterCIDRs:\n  - %s\nbgp:\n  asn: %d\n  nodeMesh: false\n  peers:\n    - address: %s\n      connectRetryTime: 1s\n",
+		agCluster, bgpASN, agCPAddr)
+	if _, err := config.Parse([]byte(doc)); err != nil {
+		return fmt.Errorf("bench weft-config: %w", err)
+	}
+	patch := fmt.Sprintf(`{"data":{%q:%q}}`, config.Key, doc)
+	if _, err := e.client.CoreV1().ConfigMaps("kube-system").Patch(ctx, "weft-config", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("patch weft-config: %w", err)
+	}
+
+	f := &frrd{ns: e.cpNS, ps: "wb_" + nstest.Unique("")}
+	defer f.stop()
+	if err := f.start(ctx); err != nil {
+		return err
+	}
+	add, del := filepath.Join(f.run, "add.conf"), filepath.Join(f.run, "del.conf")
+	var a, d strings.Builder
+	for i := range *bgpRoutes {
+		fmt.Fprintf(&a, "ip route %s %s\n", agPodCIDR(i), agPeerIP(i))
+		fmt.Fprintf(&d, "no ip route %s %s\n", agPodCIDR(i), agPeerIP(i))
+	}
+	for name, s := range map[string]string{add: a.String(), del: d.String()} {
+		if err := os.WriteFile(name, []byte(s), 0o644); err != nil {
+			return err
+		}
+	}
+
+	if err := e.startAgent(); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "  waiting for the BGP session")
+	if err := f.waitEstablished(ctx, agNodeAddr.String(), time.Minute); err != nil {
+		return fmt.Errorf("%w (agent log: %s)", err, e.agentLog)
+	}
+
+	redist := func(on bool) func() error {
+		cmd := "redistribute static"
+		if !on {
+			cmd = "no " + cmd
+		}
+		return func() error {
+			_, err := f.vtysh(ctx, "-c", "configure terminal", "-c", fmt.Sprintf("router bgp %d", bgpASN), "-c", "address-family ipv4 unicast", "-c", cmd)
+			return err
+		}
+	}
+	if err := f.batch(ctx, add); err != nil {
+		return err
+	}
+	var res bgpResults
+	for r := range *bgpRounds {
+		// The static routes are in FRR; switching redistribution on
+		// announces all of them at once.
+		steps := []struct {
+			into *[]bgpRound
+			want int
+			act  func() error
+		}{
+			{&res.on, *bgpRoutes, redist(true)},
+			{&res.off, 0, redist(false)},
+			{nil, 0, func() error { return f.batch(ctx, del) }},
+			{nil, 0, redist(true)},
+			{&res.add, *bgpRoutes, func() error { return f.batch(ctx, add) }},
+			{&res.del, 0, func() error { return f.batch(ctx, del) }},
+			{nil, 0, redist(false)},
+			{nil, 0, func() error { return f.batch(ctx, add) }},
+		}
+		var line []string
+		for _, s := range steps {
+			p, err := e.bgpMeasure(ctx, s.want, s.act)
+			if err != nil {
+				return fmt.Errorf("round %d: %w", r+1, err)
+			}
+			if s.into != nil {
+				*s.into = append(*s.into, p)
+				line = append(line, p.took.Round(time.Millisecond).String())
+			}
+		}
+		fmt.Fprintf(os.Stderr, "  round %d: redistribute on/off %s, batch add/del %s, load %.1f\n", r+1,
+			strings.Join(line[:2], "/"), strings.Join(line[2:], "/"), loadAvg())
+	}
+	bgpReport(out, res)
+	return nil
+}
+
+// bgpResults are the measured steps of every round.
+type bgpResults struct {
+	on, off  []bgpRound // redistribute static on/off with the routes in FRR
+	add, del []bgpRound // the routes added/removed in one batch, redistribution on
+}
+
+// bgpMeasure runs act and waits until the node namespace holds want routes
+// of weft's protocol.
+func (e *agEnv) bgpMeasure(ctx context.Context, want int, act func() error) (bgpRound, error) {
+	var p bgpRound
+	t0 := time.Now()
+	if err := act(); err != nil {
+		return p, err
+	}
+	p.batch = time.Since(t0)
+	tick := time.NewTicker(*agPoll)
+	defer tick.Stop()
+	deadline := time.After(2 * time.Minute)
+	for {
+		n, err := e.countRoutes()
+		if err != nil {
+			return p, err
+		}
+		if n == want {
+			p.took = time.Since(t0)
+			p.load = loadAvg()
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			return p, ctx.Err()
+		case <-deadline:
+			return p, fmt.Errorf("%d routes after 2m, want %d (agent log: %s)", n, want, e.agentLog)
+		case <-tick.C:
+		}
+	}
+}
+
+// start runs zebra, bgpd and staticd in f.ns, peering (iBGP) with the node
+// and redistributing its static routes.
+func (f *frrd) start(ctx context.Context) error {
+	f.run = filepath.Join("/var/run/frr", f.ps)
+	if err := os.MkdirAll(f.run, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", f.run, err)
+	}
+	u, err := user.Lookup("frr")
+	if err != nil {
+		return fmt.Errorf("user frr (install FRR with test/deps.sh): %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(f.run, uid, gid); err != nil {
+		return fmt.Errorf("chown %s: %w", f.run, err)
+	}
+	conf := fmt.Sprintf(`frr defaults datacenter
+hostname bench-frr
+!
+router bgp %[1]d
+ bgp router-id %[2]s
+ neighbor %[3]s remote-as %[1]d
+ neighbor %[3]s timers connect 1
+ address-family ipv4 unicast
+  redistribute static
+ exit-address-family
+!
+`, bgpASN, agCPAddr, agNodeAddr)
+	cf := filepath.Join(f.run, "frr.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	for _, d := range []string{"zebra", "bgpd", "staticd"} {
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", f.ns, filepath.Join("/usr/lib/frr", d),
+			"-d", "-N", f.ps, "-f", cf, "-i", filepath.Join(f.run, d+".pid")).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("start %s in %s: %w: %s", d, f.ns, err, out)
+		}
+	}
+	return nil
+}
+
+// stop kills the daemons and removes the pathspace's directory.
+func (f *frrd) stop() {
+	if f.run == "" {
+		return
+	}
+	for _, d := range []string{"staticd", "bgpd", "zebra"} {
+		b, err := os.ReadFile(filepath.Join(f.run, d+".pid"))
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	_ = os.RemoveAll(f.run)
+}
+
+func (f *frrd) vtysh(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", f.ns, "vtysh", "-N", f.ps}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("vtysh %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return out, nil
+}
+
+// batch applies a file of configuration commands in one vtysh call.
+func (f *frrd) batch(ctx context.Context, file string) error {
+	_, err := f.vtysh(ctx, "-f", file)
+	return err
+}
+
+func (f *frrd) waitEstablished(ctx context.Context, peer string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		out, err := f.vtysh(ctx, "-c", "show bgp neighbors "+peer)
+		if err == nil && strings.Contains(string(out), "BGP state = Established") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("FRR session with %s not established after %s: %s", peer, limit, out)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func bgpReport(out *strings.Builder, res bgpResults) {
+	took := func(rs []bgpRound, f func(bgpRound) time.Duration) []time.Duration {
+		var d []time.Duration
+		for _, r := range rs {
+			d = append(d, f(r))
+		}
+		return d
+	}
+	span := func(d []time.Duration) string {
+		return fmt.Sprintf("%.0f (%.0f–%.0f)", ms(quantile(d, 0.5)), ms(slices.Min(d)), ms(slices.Max(d)))
+	}
+	n := *bgpRoutes
+	fmt.Fprintf(out, "## BGP convergence\n\n")
+	fmt.Fprintf(out, "One weft-agent (the built binary) in bgp mode in a node namespace, against a real kube-apiserver holding %d simulated Nodes (spec.podCIDRs /24 in %s, an InternalIP in the underlay subnet; no agent runs for them). FRR (zebra, bgpd, staticd) in the control-plane namespace is the node's only BGP peer (iBGP AS %d, nodeMesh off), so weft's import policy checks each pod CIDR's next hop against its Node's InternalIP. FRR holds %d static routes (each simulated Node's pod CIDR via its InternalIP) and announces them by `redistribute static`. \"In the kernel\" is the count of routes with protocol %d in the node namespace, polled by netlink dump every %s. Each round: (1) with the static routes loaded, `redistribute static` switched on (one vtysh call) until all %d are in, then off until none is left; (2) with redistribution on, the %d static routes added in one `vtysh -f` batch until all are in, then removed the same way. %d rounds; times in milliseconds from the start of the vtysh call, median (min–max).\n\n",
+		n, agCluster, bgpASN, n, overlay.DefaultRouteProtocol, *agPoll, n, n, len(res.on))
+	fmt.Fprintf(out, "| measure | target | weft | met |\n|---|---|---|---|\n")
+	on := took(res.on, func(r bgpRound) time.Duration { return r.took })
+	met := "**no**"
+	if quantile(on, 0.5) <= bgpTarget {
+		met = "yes"
+	}
+	fmt.Fprintf(out, "| (b) FRR announces %d pod CIDRs at once (redistribute on) → all in the node's kernel | ≤ %d ms | %s | %s |\n", n, bgpTarget.Milliseconds(), span(on), met)
+	fmt.Fprintf(out, "| (b′) FRR withdraws them at once (redistribute off) → none left | — | %s | — |\n", span(took(res.off, func(r bgpRound) time.Duration { return r.took })))
+	fmt.Fprintf(out, "| (b″) %d static routes added to FRR in one batch → all in the node's kernel | — | %s | — |\n", n, span(took(res.add, func(r bgpRound) time.Duration { return r.took })))
+	fmt.Fprintf(out, "| (b″′) the same, FRR's vtysh batch alone | — | %s | — |\n", span(took(res.add, func(r bgpRound) time.Duration { return r.batch })))
+	fmt.Fprintf(out, "| (b⁗) the %d removed in one batch → none left | — | %s | — |\n\n", n, span(took(res.del, func(r bgpRound) time.Duration { return r.took })))
+	fmt.Fprintf(out, "| round | on ms | off ms | batch add ms | batch del ms | load (1 min) |\n|---|---|---|---|---|---|\n")
+	for i := range res.on {
+		fmt.Fprintf(out, "| %d | %.0f | %.0f | %.0f | %.0f | %.1f |\n", i+1, ms(res.on[i].took), ms(res.off[i].took), ms(res.add[i].took), ms(res.del[i].took), res.del[i].load)
+	}
+	fmt.Fprintln(out)
+}
