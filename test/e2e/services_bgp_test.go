@@ -1,0 +1,338 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"weft.dev/weft/test/lab"
+)
+
+// requireKubeProxy skips unless kube-proxy is built.
+func requireKubeProxy(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(k8sBin, "kube-proxy")); err != nil {
+		t.Skipf("skipped: no kube-proxy in %s: run `make k8s`", k8sBin)
+	}
+}
+
+// TestServicesBGPMesh runs Services with a real kube-proxy (iptables and
+// nftables) on vxlan-3node switched to bgp mode (iBGP full mesh, no VXLAN
+// device): ClusterIP load balancing across nodes keeps the client address,
+// hairpin, NodePort from the outside host, pod → outside masqueraded by
+// weft, and (iptables) agent restarts under 20 requests/s lose no request.
+func TestServicesBGPMesh(t *testing.T) {
+	requireK8s(t)
+	requireKubeProxy(t)
+	requireAgentBuilt(t)
+	l := up(t, topology("vxlan-3node.clab.yml"), "sbm")
+	bgpLogsOnFailure(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	if err := l.SetMode(ctx, "bgp"); err != nil {
+		t.Fatal(err)
+	}
+	bgpWaitMode(t, ctx, l, "bgp", 90*time.Second)
+	nodes := []string{"node1", "node2", "node3"}
+	for _, n := range nodes {
+		if out, err := l.Exec(ctx, n, "ip", "-d", "link", "show", "type", "vxlan"); err != nil || strings.Contains(string(out), "weft.vxlan") {
+			t.Fatalf("%s: VXLAN device in bgp mode: %v\n%s", n, err, out)
+		}
+	}
+
+	const port = 8080
+	web := map[string]lab.Pod{}
+	cli := map[string]lab.Pod{}
+	for _, n := range nodes {
+		var err error
+		if web[n], err = l.PodAdd(ctx, n, "web"); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Serve(ctx, n+"/web", port); err != nil {
+			t.Fatal(err)
+		}
+		if cli[n], err = l.PodAdd(ctx, n, "cli"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Serve(ctx, "outside", port); err != nil {
+		t.Fatal(err)
+	}
+	others := func(n string) []string {
+		return slices.DeleteFunc(slices.Clone(nodes), func(o string) bool { return o == n })
+	}
+	clusterIP := map[string]netip.Addr{}
+	for _, n := range nodes {
+		o := others(n)
+		svc, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "not-" + n, Port: 80, TargetPort: port,
+			Backends: []lab.Pod{web[o[0]], web[o[1]]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ips, err := lab.ServiceIPs(svc)
+		if err != nil || len(ips) == 0 {
+			t.Fatalf("service %s: cluster IPs %v, %v", svc.Name, ips, err)
+		}
+		clusterIP[n] = ips[0]
+	}
+	self, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "self", Port: 80, TargetPort: port, Backends: []lab.Pod{web["node1"]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	selfIP := netip.MustParseAddr(self.Spec.ClusterIP)
+	np, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "np", Type: corev1.ServiceTypeNodePort, Port: 80, TargetPort: port,
+		Backends: []lab.Pod{web["node2"]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodePort := np.Spec.Ports[0].NodePort
+	outside, _ := l.Topo.Node("outside")
+	outsideIP := outside.NodeAddrs()[0]
+	node1, _ := l.Topo.Node("node1")
+	node1IP := node1.NodeAddrs()[0]
+
+	for _, mode := range []string{lab.ProxyIPTables, lab.ProxyNFTables} {
+		t.Run(mode, func(t *testing.T) {
+			t0 := time.Now()
+			if err := l.KubeProxyStartAll(ctx, mode); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("kube-proxy %s healthy on %d nodes in %s (weft in bgp mode)", mode, len(nodes), time.Since(t0).Round(time.Millisecond))
+			checkProxyRules(t, ctx, l, mode)
+
+			t.Run("ClusterIP across nodes, client address kept", func(t *testing.T) {
+				for _, n := range nodes {
+					url := fmt.Sprintf("http://%s/", clusterIP[n])
+					eventually(t, 20*time.Second, "first request to "+url, func() error {
+						_, err := fetchAllOK(ctx, l, n+"/cli", url, 1)
+						return err
+					})
+					res, err := l.Fetch(ctx, n+"/cli", url, lab.FetchOptions{Count: 100})
+					if err != nil {
+						t.Fatal(err)
+					}
+					by, failed := lab.Spread(res)
+					o := others(n)
+					t.Logf("from %s/cli to %s: %s / %s = %d / %d, failed %d", n, url, o[0], o[1],
+						by[o[0]+"/web"], by[o[1]+"/web"], failed)
+					if failed > 0 || len(res) != 100 {
+						t.Errorf("from %s/cli: %d of %d requests failed: %s", n, failed, len(res), firstErr(res))
+					}
+					for _, b := range o {
+						if by[b+"/web"] == 0 {
+							t.Errorf("from %s/cli: backend %s/web never answered (spread %v)", n, b, by)
+						}
+					}
+					if len(by) != 2 {
+						t.Errorf("from %s/cli: answers from %v, want only %v", n, by, o)
+					}
+					seen := clientAddrs(t, res)
+					if want := cli[n].IPs[0]; len(seen) != 1 || seen[0] != want {
+						t.Errorf("from %s/cli (%s): backends saw clients %v, want only the pod's own address", n, want, seen)
+					}
+				}
+			})
+
+			t.Run("hairpin", func(t *testing.T) {
+				url := fmt.Sprintf("http://%s/", selfIP)
+				var res []lab.FetchResult
+				eventually(t, 20*time.Second, "hairpin "+url, func() error {
+					var err error
+					res, err = fetchAllOK(ctx, l, "node1/web", url, 10)
+					return err
+				})
+				for _, r := range res {
+					if r.Echo.Server != "node1/web" {
+						t.Errorf("hairpin answered by %s", r.Echo.Server)
+					}
+				}
+				t.Logf("node1/web -> %s -> node1/web: 10 of 10 answered, client seen as %v", url, clientAddrs(t, res))
+			})
+
+			t.Run("NodePort from the outside host", func(t *testing.T) {
+				url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(node1IP, uint16(nodePort)))
+				var res []lab.FetchResult
+				eventually(t, 20*time.Second, "outside -> "+url, func() error {
+					var err error
+					res, err = fetchAllOK(ctx, l, "outside", url, 20)
+					return err
+				})
+				seen := clientAddrs(t, res)
+				t.Logf("outside -> %s -> node2/web: 20 of 20 answered, backend saw %v", url, seen)
+				for _, r := range res {
+					if r.Echo.Server != "node2/web" {
+						t.Errorf("NodePort answered by %s, want node2/web", r.Echo.Server)
+					}
+				}
+				if slices.Contains(seen, outsideIP) {
+					t.Errorf("backend on another node saw the outside host's own address %s: no masquerade", outsideIP)
+				}
+			})
+
+			t.Run("pod to outside masqueraded by weft", func(t *testing.T) {
+				before := weftPostrouting(t, ctx, l, "node1")
+				res, err := fetchAllOK(ctx, l, "node1/cli", fmt.Sprintf("http://%s/", netip.AddrPortFrom(outsideIP, port)), 20)
+				if err != nil {
+					t.Fatal(err)
+				}
+				after := weftPostrouting(t, ctx, l, "node1")
+				seen := clientAddrs(t, res)
+				t.Logf("node1/cli -> outside: 20 of 20 answered, outside saw %v; WEFT-POSTROUTING MASQUERADE +%d packets",
+					seen, after.masq-before.masq)
+				if len(seen) != 1 || seen[0] != node1IP {
+					t.Errorf("outside saw clients %v, want only node1's address %s", seen, node1IP)
+				}
+				if d := after.masq - before.masq; d < 20 {
+					t.Errorf("weft's MASQUERADE counted %d packets for 20 connections to the outside, want >= 20", d)
+				}
+			})
+
+			if mode == lab.ProxyIPTables {
+				// Graceful restart (on by default) keeps the peers' routes
+				// to a restarting node's pods.
+				t.Run("agent restarts under 20 requests/s", func(t *testing.T) {
+					agentRestartsUnderLoad(t, ctx, l, clusterIP["node1"])
+				})
+			}
+		})
+	}
+}
+
+// TestServicesBGPFRR runs bgp-frr-rr (the nodes peer only with the FRR
+// top-of-rack router) with kube-proxy on every node, in iptables and in
+// nftables mode: a LoadBalancer Service's ingress address is announced by
+// the nodes to FRR, the outside host behind FRR reaches it through FRR and
+// is answered by both backends, and deleting the Service withdraws the
+// route from FRR.
+func TestServicesBGPFRR(t *testing.T) {
+	requireK8s(t)
+	requireKubeProxy(t)
+	requireAgentBuilt(t)
+	l := up(t, topology("bgp-frr-rr.clab.yml"), "sbf")
+	bgpLogsOnFailure(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	weft := l.Topo.NodesOf(lab.KindWeft)
+	const lbRange = "172.30.200.0/24"
+	lbIP := netip.MustParseAddr("172.30.200.20")
+	if err := l.SetConfig(ctx, map[string]any{"mode": "bgp", "bgp": map[string]any{
+		"asn": 64512, "nodeMesh": false,
+		"peers":             []any{map[string]any{"address": "172.30.2.1"}},
+		"advertiseServices": true,
+		"externalRanges":    []any{lbRange},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	bgpWaitMode(t, ctx, l, "bgp", 90*time.Second)
+
+	// The outside host reaches the cluster only through FRR.
+	out, err := l.Exec(ctx, "outside", "ip", "-4", "route", "show", "default")
+	if err != nil || !strings.Contains(string(out), "via 172.30.20.1 ") {
+		t.Fatalf("outside: default route %q (%v), want via FRR 172.30.20.1", out, err)
+	}
+	if out, err := l.Exec(ctx, "outside", "ip", "-4", "route", "get", lbIP.String()); err != nil || !strings.Contains(string(out), "via 172.30.20.1 ") {
+		t.Fatalf("outside: route to %s %q (%v), want via FRR", lbIP, out, err)
+	}
+
+	const port = 8080
+	backends := []string{"node2", "node3"}
+	var pods []lab.Pod
+	for _, n := range backends {
+		p, err := l.PodAdd(ctx, n, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Serve(ctx, n+"/web", port); err != nil {
+			t.Fatal(err)
+		}
+		pods = append(pods, p)
+	}
+	for _, mode := range []string{lab.ProxyIPTables, lab.ProxyNFTables} {
+		t.Run(mode, func(t *testing.T) {
+			t0 := time.Now()
+			if err := l.KubeProxyStartAll(ctx, mode); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("kube-proxy %s healthy on %d nodes in %s", mode, len(weft), time.Since(t0).Round(time.Millisecond))
+
+			svc, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "lb", Type: corev1.ServiceTypeLoadBalancer, Port: 80, TargetPort: port,
+				Backends: pods, IngressIPs: []netip.Addr{lbIP}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ing := svc.Status.LoadBalancer.Ingress; len(ing) != 1 || ing[0].IP != lbIP.String() {
+				t.Fatalf("service lb: status ingress %+v, want %s", ing, lbIP)
+			}
+			var want []string
+			for _, n := range weft {
+				want = append(want, bgpNodeAddr(n, true))
+			}
+			slices.Sort(want)
+			prefix := netip.PrefixFrom(lbIP, 32).String()
+			t0 = time.Now()
+			eventually(t, 20*time.Second, "FRR learns "+prefix+" from every node", func() error {
+				if got := frrTable(t, ctx, l, "tor", "ipv4").nextHops(prefix); !slices.Equal(got, want) {
+					return fmt.Errorf("next hops %v, want %v", got, want)
+				}
+				return nil
+			})
+			t.Logf("LoadBalancer %s announced by every node %s after the Service was applied; FRR next hops %v", lbIP, time.Since(t0).Round(time.Millisecond), want)
+			out, err := l.Exec(ctx, "tor", "ip", "-4", "route", "show", prefix)
+			route := strings.Join(strings.Fields(string(out)), " ") + " "
+			if err != nil || !slices.ContainsFunc(want, func(a string) bool { return strings.Contains(route, "via "+a+" ") }) {
+				t.Errorf("tor: kernel route for %s %q (%v), want via a node", prefix, route, err)
+			}
+			t.Logf("tor kernel route: %s", route)
+
+			url := fmt.Sprintf("http://%s/", lbIP)
+			eventually(t, 20*time.Second, "first request outside -> "+url, func() error {
+				_, err := fetchAllOK(ctx, l, "outside", url, 1)
+				return err
+			})
+			res, err := l.Fetch(ctx, "outside", url, lab.FetchOptions{Count: 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			by, failed := lab.Spread(res)
+			t.Logf("outside -> FRR -> %s: node2/web / node3/web = %d / %d, failed %d, backends saw clients %v",
+				url, by["node2/web"], by["node3/web"], failed, clientAddrs(t, res))
+			if failed > 0 || len(res) != 20 {
+				t.Errorf("outside -> %s: %d of %d requests failed: %s", url, failed, len(res), firstErr(res))
+			}
+			for _, n := range backends {
+				if by[n+"/web"] == 0 {
+					t.Errorf("backend %s/web never answered (spread %v)", n, by)
+				}
+			}
+			if len(by) != len(backends) {
+				t.Errorf("answers from %v, want only %v", by, backends)
+			}
+
+			if err := l.ServiceDelete(ctx, "default", "lb"); err != nil {
+				t.Fatal(err)
+			}
+			t0 = time.Now()
+			eventually(t, 20*time.Second, "FRR withdraws "+prefix, func() error {
+				if got := frrTable(t, ctx, l, "tor", "ipv4").Routes[prefix]; len(got) > 0 {
+					return fmt.Errorf("still %d paths", len(got))
+				}
+				return nil
+			})
+			t.Logf("LoadBalancer %s withdrawn from FRR %s after the Service was deleted", lbIP, time.Since(t0).Round(time.Millisecond))
+			if out, err := l.Exec(ctx, "tor", "ip", "-4", "route", "show", prefix); err != nil || strings.TrimSpace(string(out)) != "" {
+				t.Errorf("tor: kernel route for %s left after the withdrawal: %q (%v)", prefix, out, err)
+			}
+		})
+	}
+}
