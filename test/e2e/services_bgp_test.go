@@ -30,7 +30,7 @@ func requireKubeProxy(t *testing.T) {
 // nftables) on vxlan-3node switched to bgp mode (iBGP full mesh, no VXLAN
 // device): ClusterIP load balancing across nodes keeps the client address,
 // hairpin, NodePort from the outside host, pod → outside masqueraded by
-// weft, and (iptables) agent restarts under 20 requests/s lose no request.
+// weft, and agent restarts under 20 requests/s lose no request.
 func TestServicesBGPMesh(t *testing.T) {
 	requireK8s(t)
 	requireKubeProxy(t)
@@ -198,13 +198,11 @@ func TestServicesBGPMesh(t *testing.T) {
 				}
 			})
 
-			if mode == lab.ProxyIPTables {
-				// Graceful restart (on by default) keeps the peers' routes
-				// to a restarting node's pods.
-				t.Run("agent restarts under 20 requests/s", func(t *testing.T) {
-					agentRestartsUnderLoad(t, ctx, l, clusterIP["node1"])
-				})
-			}
+			// Graceful restart (on by default) keeps the peers' routes to
+			// a restarting node's pods.
+			t.Run("agent restarts under 20 requests/s", func(t *testing.T) {
+				agentRestartsUnderLoad(t, ctx, l, clusterIP["node1"])
+			})
 		})
 	}
 }
