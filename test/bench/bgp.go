@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
@@ -14,11 +16,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"weft.dev/weft/agent/config"
 	"weft.dev/weft/overlay"
+	"weft.dev/weft/test/lab"
 	"weft.dev/weft/test/lab/controlplane"
 	"weft.dev/weft/test/nstest"
 )
@@ -339,4 +345,201 @@ func bgpReport(out *strings.Builder, res bgpResults) {
 		fmt.Fprintf(out, "| %d | %.0f | %.0f | %.0f | %.0f | %.1f |\n", i+1, ms(res.on[i].took), ms(res.off[i].took), ms(res.add[i].took), ms(res.del[i].took), res.del[i].load)
 	}
 	fmt.Fprintln(out)
+}
+
+var bgpMeshRounds = flag.Int("bgpmesh.rounds", 5, "bgpmesh: rejoins of node3 measured")
+
+// runBGPMesh measures the node mesh with real agents: the lab's
+// vxlan-3node topology (three nodes, dual-stack) switched to bgp mode with
+// the full iBGP mesh and graceful restart off. Each round kills node3's
+// agent (SIGKILL, so its sessions drop and the other nodes withdraw its pod
+// CIDRs), waits until node1 and node2 hold none of node3's pod CIDR routes,
+// then starts node3's agent again and times from its exec until both hold
+// a route of weft's protocol for each of node3's pod CIDRs (IPv4 and
+// IPv6), polled by netlink dump every agPoll.
+func runBGPMesh(ctx context.Context, out *strings.Builder) error {
+	tmp, err := os.MkdirTemp("", "weft-bench-bgpmesh")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	for _, c := range []string{"weft", "weft-agent"} {
+		if o, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(tmp, c), "weft.dev/weft/cmd/"+c).CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %v: %s", c, err, o)
+		}
+	}
+	topo, err := filepath.Abs(filepath.Join("test", "topologies", "vxlan-3node.clab.yml"))
+	if err != nil {
+		return err
+	}
+	name := "bbm" + strings.TrimPrefix(nstest.Unique(""), nstest.Prefix)
+	opts := lab.Options{BinDir: tmp, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	fmt.Fprintln(os.Stderr, "  bringing up lab", name, "(vxlan-3node)")
+	l, err := opts.Up(ctx, topo, name)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := opts.Down(name); err != nil {
+			fmt.Fprintln(os.Stderr, "  lab down:", err)
+		}
+	}()
+	if err := l.SetConfig(ctx, map[string]any{"mode": "bgp", "bgp": map[string]any{
+		"nodeMesh": true, "gracefulRestart": map[string]any{"enabled": false},
+	}}); err != nil {
+		return err
+	}
+	const joiner = "node3"
+	watchers := []string{"node1", "node2"}
+	cidrs, err := l.WaitPodCIDRs(ctx, joiner, time.Minute)
+	if err != nil {
+		return err
+	}
+	hs := map[string]*netlink.Handle{}
+	for _, n := range watchers {
+		nsh, err := netns.GetFromName(l.NS(n))
+		if err != nil {
+			return fmt.Errorf("open netns of %s: %w", n, err)
+		}
+		h, err := netlink.NewHandleAt(nsh)
+		nsh.Close()
+		if err != nil {
+			return fmt.Errorf("netlink in %s: %w", n, err)
+		}
+		defer h.Close()
+		hs[n] = h
+	}
+	// present reports how many watchers hold a route of weft's protocol
+	// for every one of the joiner's pod CIDRs, and how many hold none.
+	present := func() (all, none int, err error) {
+		for _, n := range watchers {
+			have := 0
+			for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+				rs, err := hs[n].RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: netlink.RouteProtocol(overlay.DefaultRouteProtocol)},
+					netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+				if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+					return 0, 0, fmt.Errorf("list routes on %s: %w", n, err)
+				}
+				for _, r := range rs {
+					for _, c := range cidrs {
+						if r.Dst != nil && r.Dst.String() == c.Masked().String() {
+							have++
+						}
+					}
+				}
+			}
+			if have >= len(cidrs) {
+				all++
+			}
+			if have == 0 {
+				none++
+			}
+		}
+		return all, none, nil
+	}
+	wait := func(what string, done func(all, none int) bool) error {
+		tick := time.NewTicker(*agPoll)
+		defer tick.Stop()
+		deadline := time.After(2 * time.Minute)
+		for {
+			all, none, err := present()
+			if err != nil {
+				return err
+			}
+			if done(all, none) {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-deadline:
+				return fmt.Errorf("%s: not after 2m (%d/%d watchers with every route, %d with none; logs in %s)", what, all, len(watchers), none, l.Dir)
+			case <-tick.C:
+			}
+		}
+	}
+	fmt.Fprintln(os.Stderr, "  waiting for the mesh in bgp mode")
+	if err := wait("node3's routes on node1 and node2", func(all, _ int) bool { return all == len(watchers) }); err != nil {
+		return err
+	}
+	var joins, sessions []time.Duration
+	var loads []float64
+	for r := range *bgpMeshRounds {
+		if err := l.AgentKill(joiner); err != nil {
+			return err
+		}
+		if err := wait("node3's routes withdrawn", func(_, none int) bool { return none == len(watchers) }); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := l.AgentStart(ctx, joiner); err != nil {
+			return err
+		}
+		if err := wait("node3's routes back", func(all, _ int) bool { return all == len(watchers) }); err != nil {
+			return err
+		}
+		t1 := time.Now()
+		joins = append(joins, t1.Sub(t0))
+		loads = append(loads, loadAvg())
+		// When did the watchers' sessions with node3 come up? Their agents
+		// log it; the later one counts.
+		var up time.Time
+		for _, n := range watchers {
+			at, err := lastLogTime(filepath.Join(l.NodeDir(n), "agent.log"), `msg="bgp session up"`, "name=node/"+joiner)
+			if err != nil {
+				return err
+			}
+			if at.After(up) {
+				up = at
+			}
+		}
+		if up.Before(t0) {
+			return fmt.Errorf("round %d: no session with %s logged after its agent's start", r+1, joiner)
+		}
+		sessions = append(sessions, up.Sub(t0))
+		fmt.Fprintf(os.Stderr, "  round %d: node3's %d pod CIDRs on node1 and node2 %s after its agent's exec (sessions up after %s), load %.1f\n",
+			r+1, len(cidrs), joins[r].Round(time.Millisecond), sessions[r].Round(time.Millisecond), loads[r])
+	}
+	fmt.Fprintf(out, "## BGP node mesh convergence\n\n")
+	fmt.Fprintf(out, "The lab's vxlan-3node topology (three nodes and the control plane on one bridge, dual-stack, the built weft-agent on each node against a real kube-apiserver) switched to bgp mode with the full iBGP mesh and graceful restart off. Each round kills node3's agent with SIGKILL (its sessions drop, node1 and node2 withdraw its pod CIDRs; the bench waits until neither holds any), then starts it again: the time runs from its exec until node1 and node2 both hold a route of weft's protocol (%d) for each of node3's %d pod CIDRs (IPv4 and IPv6), polled by netlink dump every %s. It includes the agent's start (client, informers, speaker), the sessions' setup and the UPDATEs. %d rounds; milliseconds.\n\n",
+		overlay.DefaultRouteProtocol, len(cidrs), *agPoll, len(joins))
+	fmt.Fprintf(out, "| measure | weft median (min–max) |\n|---|---|\n")
+	span := func(d []time.Duration) string {
+		return fmt.Sprintf("%.0f (%.0f–%.0f)", ms(quantile(d, 0.5)), ms(slices.Min(d)), ms(slices.Max(d)))
+	}
+	var after []time.Duration
+	for i := range joins {
+		after = append(after, joins[i]-sessions[i])
+	}
+	fmt.Fprintf(out, "| (a) node3's agent started → its pod CIDRs on node1 and node2 | %s |\n", span(joins))
+	fmt.Fprintf(out, "| (a′) the same, until both sessions with node3 were up (node1's and node2's agent logs) | %s |\n", span(sessions))
+	fmt.Fprintf(out, "| (a″) the later session up → the routes on both | %s |\n\n", span(after))
+	fmt.Fprintf(out, "| round | ms | sessions up ms | load (1 min) |\n|---|---|---|---|\n")
+	for i := range joins {
+		fmt.Fprintf(out, "| %d | %.0f | %.0f | %.1f |\n", i+1, ms(joins[i]), ms(sessions[i]), loads[i])
+	}
+	fmt.Fprintln(out)
+	return nil
+}
+
+// lastLogTime returns the time= of the last line of an agent's log that
+// holds every one of subs.
+func lastLogTime(path string, subs ...string) (time.Time, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var last time.Time
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "time=") || slices.ContainsFunc(subs, func(s string) bool { return !strings.Contains(line, s) }) {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return last, fmt.Errorf("%s: time %q: %w", path, ts, err)
+		}
+		last = t
+	}
+	return last, nil
 }
