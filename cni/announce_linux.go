@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"weft.dev/weft/overlay/nsrun"
 )
 
 // announce tells the bridge and its neighbours about a pod's new addresses:
@@ -59,47 +60,33 @@ func announce(podNS netns.NsHandle, ifIndex int, mac net.HardwareAddr, addrs []n
 	return nil
 }
 
-// socketsIn opens the packet socket (ARP) and ICMPv6 socket inside podNS on
-// a locked thread that is thrown away afterwards; sockets stay in the
-// namespace they were made in.
+// socketsIn opens the packet socket (ARP) and ICMPv6 socket inside podNS
+// (see nsrun); sockets stay in the namespace they were made in.
 func socketsIn(podNS netns.NsHandle, arp, nd bool) (arpFD, ndFD int, err error) {
-	type res struct {
-		arp, nd int
-		err     error
-	}
-	done := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread() // not unlocked: the thread dies with the goroutine
-		r := res{arp: -1, nd: -1}
-		if err := netns.Set(podNS); err != nil {
-			r.err = fmt.Errorf("enter pod netns: %w", err)
-			done <- r
-			return
-		}
+	arpFD, ndFD = -1, -1
+	err = nsrun.Do(podNS, func() error {
+		var err error
 		if arp {
-			r.arp, r.err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
-			if r.err != nil {
-				r.err = fmt.Errorf("arp socket: %w", r.err)
-				r.arp = -1
+			if arpFD, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP))); err != nil {
+				arpFD = -1
+				return fmt.Errorf("arp socket: %w", err)
 			}
 		}
-		if nd && r.err == nil {
-			r.nd, r.err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
-			if r.err != nil {
-				r.err = fmt.Errorf("icmpv6 socket: %w", r.err)
-				r.nd = -1
+		if nd {
+			if ndFD, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6); err != nil {
+				ndFD = -1
+				return fmt.Errorf("icmpv6 socket: %w", err)
 			}
 		}
-		done <- r
-	}()
-	r := <-done
-	if r.err != nil {
-		if r.arp >= 0 {
-			unix.Close(r.arp)
+		return nil
+	})
+	if err != nil {
+		if arpFD >= 0 {
+			unix.Close(arpFD)
 		}
-		return -1, -1, r.err
+		return -1, -1, fmt.Errorf("pod netns: %w", err)
 	}
-	return r.arp, r.nd, nil
+	return arpFD, ndFD, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

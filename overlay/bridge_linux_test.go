@@ -2,12 +2,10 @@ package overlay_test
 
 import (
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"weft.dev/weft/overlay"
 	"weft.dev/weft/test/nstest"
@@ -98,7 +96,7 @@ func TestBridgeMAC(t *testing.T) {
 func TestEnsureForwarding(t *testing.T) {
 	ns := nstest.New(t, "fwd")
 	ns.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0")
-	err := inNetns(ns, func() error {
+	err := ns.Do(func() error {
 		return overlay.EnsureForwarding([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("fd00::/64")})
 	})
 	if err != nil {
@@ -109,37 +107,4 @@ func TestEnsureForwarding(t *testing.T) {
 			t.Errorf("%s = %s, want 1", p, out)
 		}
 	}
-}
-
-// inNetns runs fn on a locked thread inside ns and switches the thread
-// back, so a test's main thread is never left in a namespace that is later
-// torn down with its processes.
-func inNetns(ns *nstest.NS, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := ns.Handle()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		fnErr := fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- fnErr
-	}()
-	return <-errc
 }

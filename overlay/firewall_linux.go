@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"weft.dev/weft/overlay/nsrun"
 )
 
 // Firewall keeps weft's iptables chains and the ipsets they match on in one
@@ -69,43 +70,7 @@ func (f *Firewall) inNS(fn func() error) error {
 	if f.path == "" {
 		return fn()
 	}
-	return runInNS(f.path, fn)
-}
-
-// runInNS runs fn on a locked OS thread switched into the namespace at
-// path, and switches the thread back afterwards. Only when switching back
-// fails does the thread stay locked, so the runtime discards it with the
-// goroutine; it is never left in the namespace for other goroutines.
-func runInNS(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open own namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open namespace %s: %w", path, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", path, err)
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+	return nsrun.In(f.path, fn)
 }
 
 // iptables returns the iptables (or ip6tables) client of a family; call it

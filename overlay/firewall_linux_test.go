@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"weft.dev/weft/overlay/nsrun"
 	"weft.dev/weft/test/nstest"
 )
 
@@ -21,7 +22,7 @@ type receiver struct {
 func listenUDP(t *testing.T, ns *nstest.NS, port int) *receiver {
 	t.Helper()
 	var conn net.PacketConn
-	err := runInNS(ns.Path, func() error {
+	err := nsrun.In(ns.Path, func() error {
 		var err error
 		conn, err = net.ListenUDP("udp", &net.UDPAddr{Port: port}) // dual-stack [::]:port
 		return err
@@ -65,7 +66,7 @@ func (r *receiver) got(src netip.Addr, wait time.Duration) (string, bool) {
 // times (the first may wait on neighbour discovery).
 func sendUDP(t *testing.T, ns *nstest.NS, src, dst netip.Addr, port int, payload string) {
 	t.Helper()
-	err := runInNS(ns.Path, func() error {
+	err := nsrun.In(ns.Path, func() error {
 		c, err := net.DialUDP("udp", &net.UDPAddr{IP: src.AsSlice()}, &net.UDPAddr{IP: dst.AsSlice(), Port: port})
 		if err != nil {
 			return err

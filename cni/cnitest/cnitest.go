@@ -6,13 +6,12 @@ package cnitest
 
 import (
 	"context"
-	"fmt"
-	"runtime"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/vishvananda/netns"
+
+	"weft.dev/weft/overlay/nsrun"
 )
 
 // NodeExec is an invoke.Exec that runs each plugin in the network namespace
@@ -34,41 +33,9 @@ func (e *NodeExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []by
 	return out, err
 }
 
-// Do runs fn on an OS thread switched into the network namespace at path,
-// and switches the thread back afterwards. Processes started and sockets
-// made in fn belong to that namespace. The thread goes back into the pool
-// only when switching back worked; it may be the process's main thread, and
-// a main thread left in a namespace would make the process one of the
-// namespace's "pids" (and be killed when the namespace is torn down).
-func Do(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("open current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open netns %s: %w", path, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- fnErr
-	}()
-	return <-errc
-}
+// Do runs fn inside the network namespace at path (see nsrun): processes
+// started and sockets made in fn belong to that namespace.
+func Do(path string, fn func() error) error { return nsrun.In(path, fn) }
 
 // FindInPath finds the plugin binary as libcni does.
 func (e *NodeExec) FindInPath(plugin string, paths []string) (string, error) {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +19,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"weft.dev/weft/overlay/nsrun"
 )
 
 // netnsDir is where iproute2 keeps named namespaces.
@@ -176,39 +177,8 @@ func withHandle(name string, fn func(h *netlink.Handle) error) error {
 	return fn(h)
 }
 
-// inNS runs fn on a locked OS thread switched into the named namespace and
-// switches the thread back afterwards. Only when switching back fails does
-// the goroutine exit still locked, so the runtime retires the thread and no
-// other goroutine ever runs in the namespace.
-func inNS(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open namespace %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter namespace %s: %w", name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+// inNS runs fn inside the named namespace (see nsrun).
+func inNS(name string, fn func() error) error { return nsrun.In(filepath.Join(netnsDir, name), fn) }
 
 // setForwarding turns IPv4 and IPv6 forwarding on inside a namespace.
 func setForwarding(name string) error {

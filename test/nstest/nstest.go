@@ -11,12 +11,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"weft.dev/weft/overlay/nsrun"
 )
 
 // Prefix starts the name of every namespace this package makes.
@@ -108,41 +109,9 @@ func (ns *NS) MustRun(t testing.TB, name string, args ...string) string {
 	return out
 }
 
-// Do runs fn on a locked OS thread switched into the namespace. The thread
-// is switched back before it is unlocked; if that fails it stays locked and
-// is thrown away with the goroutine, so no other goroutine ever runs in the
-// namespace. (Switching back matters: should the runtime have picked the
-// main thread, a thread left inside would make the whole test process look
-// like a member of the namespace to `ip netns pids`.)
-func (ns *NS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("open current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(ns.Path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open namespace %s: %w", ns.Path, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter namespace %s: %w", ns.Path, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+// Do runs fn inside the namespace on a locked OS thread that is switched
+// back afterwards; the process's main thread never enters (see nsrun).
+func (ns *NS) Do(fn func() error) error { return nsrun.In(ns.Path, fn) }
 
 // Handle opens a handle on the namespace; the caller closes it.
 func (ns *NS) Handle() (netns.NsHandle, error) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"weft.dev/weft/overlay/nsrun"
 	"weft.dev/weft/test/nstest"
 )
 
@@ -153,8 +154,8 @@ func TestPKI(t *testing.T) {
 func TestDialerInNamespace(t *testing.T) {
 	ns := nstest.New(t, "dial")
 	var ln net.Listener
-	// Not ns.Do: see inNetns on why the thread must come back.
-	if err := inNetns(ns.Path, func() error {
+	// Not ns.Do: see nsrun on why the thread must come back.
+	if err := nsrun.In(ns.Path, func() error {
 		var err error
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
 		return err
@@ -262,7 +263,8 @@ func nsPids(t *testing.T, ns *nstest.NS) string {
 	return strings.Join(strings.Fields(string(out)), " ")
 }
 
-// TestInNetnsNeverMovesMainThread runs many namespace switches at once and
+// TestInNetnsNeverMovesMainThread runs many namespace switches (nsrun.In,
+// which the dialer uses) at once and
 // watches the namespace of the process's main thread (what `ip netns pids`
 // sees): it must never be the lab namespace.
 func TestInNetnsNeverMovesMainThread(t *testing.T) {
@@ -294,7 +296,7 @@ func TestInNetnsNeverMovesMainThread(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 50 {
-				if err := inNetns(ns.Path, func() error {
+				if err := nsrun.In(ns.Path, func() error {
 					time.Sleep(time.Millisecond)
 					return nil
 				}); err != nil {
