@@ -136,7 +136,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		_ = store.Release(context.WithoutCancel(ctx), owner)
 	}()
 
-	err = addVeth(vethSpec{Host: a.HostVeth, Pod: args.IfName, HostMAC: a.HostMAC, PodMAC: a.PodMAC,
+	err = addVeth(vethSpec{Host: a.HostVeth, Pod: args.IfName, HostMAC: a.HostMAC, PodMAC: preMAC(a.PodMAC),
 		MTU: c.MTU, Master: brIndex, PodNS: podNS})
 	if err != nil {
 		return internal("add veth %s (pod end %s in %s): %v", a.HostVeth, args.IfName, args.Netns, err)
@@ -154,7 +154,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if up, err := syncCarrier(a.HostVeth); err != nil || !up {
 		return internal("host veth %s has no carrier (%v)", a.HostVeth, err)
 	}
-	if err := announce(podNS, podIndex, a.PodMAC, a.Addrs); err != nil {
+	if err := announce(podNS, args.IfName, podIndex, a.PodMAC, a.Addrs); err != nil {
 		return internal("%v", err)
 	}
 	success = true

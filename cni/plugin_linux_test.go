@@ -1,6 +1,7 @@
 package cni_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -566,6 +567,12 @@ func TestAnnounce(t *testing.T) {
 	p := l.newPod("second")
 	l.mustAdd(p)
 	want := p.addrs()
+	var podMAC net.HardwareAddr
+	for _, itf := range p.res.Interfaces {
+		if itf.Sandbox != "" {
+			podMAC, _ = net.ParseMAC(itf.Mac)
+		}
+	}
 	tv := unix.NsecToTimeval(int64(200 * time.Millisecond))
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		t.Fatal(err)
@@ -586,12 +593,17 @@ func TestAnnounce(t *testing.T) {
 		switch binary.BigEndian.Uint16(f[12:14]) {
 		case unix.ETH_P_ARP:
 			a := f[14:]
-			if len(a) >= 28 && netip.AddrFrom4([4]byte(a[14:18])) == want[0] && netip.AddrFrom4([4]byte(a[24:28])) == want[0] {
+			// Sender and target IP are the pod's, the sender MAC its final one.
+			if len(a) >= 28 && netip.AddrFrom4([4]byte(a[14:18])) == want[0] && netip.AddrFrom4([4]byte(a[24:28])) == want[0] &&
+				bytes.Equal(a[8:14], podMAC) {
 				sawARP = true
 			}
 		case unix.ETH_P_IPV6:
 			ip := f[14:]
-			if len(ip) >= 40+24 && ip[6] == unix.IPPROTO_ICMPV6 && ip[40] == 136 && netip.AddrFrom16([16]byte(ip[48:64])) == want[1] {
+			// An NA for the pod's address with the override flag and the
+			// final MAC as target link-layer address.
+			if len(ip) >= 40+32 && ip[6] == unix.IPPROTO_ICMPV6 && ip[40] == 136 && ip[44]&0x20 != 0 &&
+				netip.AddrFrom16([16]byte(ip[48:64])) == want[1] && ip[64] == 2 && bytes.Equal(ip[66:72], podMAC) {
 				sawNA = true
 			}
 		}

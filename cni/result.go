@@ -54,6 +54,12 @@ func podMAC(addrs []netip.Addr) net.HardwareAddr {
 	return macFrom(parts...)
 }
 
+// preMAC is the pod end's stand-in address until announce gives it its own
+// (the change is what makes the kernel announce the pod's addresses).
+func preMAC(mac net.HardwareAddr) net.HardwareAddr {
+	return macFrom("pre", mac.String())
+}
+
 // defaultDst is the default route's destination in the family of a.
 func defaultDst(a netip.Addr) net.IPNet {
 	bits := a.BitLen()
