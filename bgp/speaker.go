@@ -433,18 +433,7 @@ func (s *Speaker) Watch(ctx context.Context) <-chan Table {
 	ch <- s.table
 	s.watchers[ch] = struct{}{}
 	s.mu.Unlock()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-s.stopped:
-		}
-		s.mu.Lock()
-		if _, ok := s.watchers[ch]; ok {
-			delete(s.watchers, ch)
-			close(ch)
-		}
-		s.mu.Unlock()
-	}()
+	dropWhenDone(ctx, s, s.watchers, ch)
 	return ch
 }
 
@@ -456,19 +445,26 @@ func (s *Speaker) Events(ctx context.Context) <-chan Event {
 	s.mu.Lock()
 	s.listeners[ch] = struct{}{}
 	s.mu.Unlock()
+	dropWhenDone(ctx, s, s.listeners, ch)
+	return ch
+}
+
+// dropWhenDone removes the subscriber ch from subs (guarded by s.mu) and
+// closes it when ctx ends or the speaker stops, unless closeSubscribers
+// already has.
+func dropWhenDone[T any](ctx context.Context, s *Speaker, subs map[chan T]struct{}, ch chan T) {
 	go func() {
 		select {
 		case <-ctx.Done():
 		case <-s.stopped:
 		}
 		s.mu.Lock()
-		if _, ok := s.listeners[ch]; ok {
-			delete(s.listeners, ch)
+		if _, ok := subs[ch]; ok {
+			delete(subs, ch)
 			close(ch)
 		}
 		s.mu.Unlock()
 	}()
-	return ch
 }
 
 func (s *Speaker) closeSubscribers() {
