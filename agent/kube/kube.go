@@ -1,0 +1,239 @@
+// Package kube is weft-agent's client of the Kubernetes API: only the kinds
+// and verbs the agent uses — core/v1 Nodes, ConfigMaps, Services, Secrets and
+// Events, coordination.k8s.io/v1 Leases — on client-go's REST client with a
+// scheme of just those two groups.
+//
+// The agent binary links this package instead of client-go's clientset and
+// informer factory: importing any part of those registers and links the
+// types, clients and informers of every API group, tens of megabytes of
+// program text that the kernel keeps resident once their initialisers ran.
+// The requests are the same as the typed clients' (client-go's generic typed
+// client, protobuf on the wire, one HTTP client and rate limiter shared by
+// both groups, QPS, burst and user agent from the rest.Config).
+//
+// Package kube/clientset adapts a clientset to Client for tests and tools
+// that have one; the agent binary must never import it.
+package kube
+
+import (
+	"context"
+	"fmt"
+
+	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/gentype"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
+)
+
+// Client is what weft-agent does with the apiserver. Namespace "" lists and
+// watches across all namespaces. Errors are the apiserver's (apierrors.Is*).
+type Client interface {
+	ListNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error)
+	WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+	GetNode(ctx context.Context, name string) (*corev1.Node, error)
+	// PatchNodeStatus patches the status subresource of a Node.
+	PatchNodeStatus(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions) (*corev1.Node, error)
+
+	ListConfigMaps(ctx context.Context, namespace string, opts metav1.ListOptions) (*corev1.ConfigMapList, error)
+	WatchConfigMaps(ctx context.Context, namespace string, opts metav1.ListOptions) (watch.Interface, error)
+	ListServices(ctx context.Context, namespace string, opts metav1.ListOptions) (*corev1.ServiceList, error)
+	WatchServices(ctx context.Context, namespace string, opts metav1.ListOptions) (watch.Interface, error)
+	ListSecrets(ctx context.Context, namespace string, opts metav1.ListOptions) (*corev1.SecretList, error)
+	WatchSecrets(ctx context.Context, namespace string, opts metav1.ListOptions) (watch.Interface, error)
+
+	ListLeases(ctx context.Context, namespace string, opts metav1.ListOptions) (*coordv1.LeaseList, error)
+	GetLease(ctx context.Context, namespace, name string) (*coordv1.Lease, error)
+	CreateLease(ctx context.Context, namespace string, le *coordv1.Lease) (*coordv1.Lease, error)
+	UpdateLease(ctx context.Context, namespace string, le *coordv1.Lease) (*coordv1.Lease, error)
+	DeleteLease(ctx context.Context, namespace, name string, opts metav1.DeleteOptions) error
+
+	// EventSink writes an event recorder's Events, each in its own
+	// namespace.
+	EventSink() record.EventSink
+}
+
+var scheme = newScheme()
+
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	// core/v1 is group "" version "v1": its registration also adds meta/v1's
+	// Status, WatchEvent and option types under "v1".
+	utilruntime.Must(corev1.AddToScheme(s))
+	utilruntime.Must(coordv1.AddToScheme(s))
+	return s
+}
+
+// Scheme is the scheme the client decodes with: core/v1 and
+// coordination.k8s.io/v1 (and meta/v1's types in both). An event recorder
+// resolves its objects' references with it. Callers must not add to it.
+func Scheme() *runtime.Scheme { return scheme }
+
+type client struct {
+	core, coord rest.Interface
+	params      runtime.ParameterCodec
+}
+
+// New returns a Client for cfg, as client-go's clientset would build it: the
+// user agent defaults to client-go's, and one HTTP client and one token
+// bucket (cfg.QPS, cfg.Burst) serve both groups unless cfg.RateLimiter is
+// set (with QPS 0 each group gets rest's default bucket).
+func New(cfg *rest.Config) (Client, error) {
+	c := *cfg
+	if c.UserAgent == "" {
+		c.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	hc, err := rest.HTTPClientFor(&c)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes http client: %w", err)
+	}
+	if c.RateLimiter == nil && c.QPS > 0 {
+		if c.Burst <= 0 {
+			return nil, fmt.Errorf("kubernetes client: burst %d must be positive when QPS (%g) is set", c.Burst, c.QPS)
+		}
+		c.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(c.QPS, c.Burst)
+	}
+	codecs := rest.CodecFactoryForGeneratedClient(scheme, serializer.NewCodecFactory(scheme)).WithoutConversion()
+	group := func(gv schema.GroupVersion, apiPath string) (rest.Interface, error) {
+		gc := c
+		gc.GroupVersion, gc.APIPath, gc.NegotiatedSerializer = &gv, apiPath, codecs
+		rc, err := rest.RESTClientForConfigAndClient(&gc, hc)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes client for %s: %w", gv, err)
+		}
+		return rc, nil
+	}
+	out := &client{params: runtime.NewParameterCodec(scheme)}
+	if out.core, err = group(corev1.SchemeGroupVersion, "/api"); err != nil {
+		return nil, err
+	}
+	if out.coord, err = group(coordv1.SchemeGroupVersion, "/apis"); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// typed is client-go's generic typed client of one kind in one namespace
+// ("": cluster-scoped, or all namespaces), preferring protobuf as the
+// clientset's clients of built-in kinds do.
+func typed[O, OL any, T interface {
+	*O
+	runtime.Object
+	metav1.Object
+}, L interface {
+	*OL
+	runtime.Object
+}](rc rest.Interface, pc runtime.ParameterCodec, resource, namespace string) *gentype.ClientWithList[T, L] {
+	return gentype.NewClientWithList(resource, rc, pc, namespace,
+		func() T { return new(O) }, func() L { return new(OL) }, gentype.PrefersProtobuf[T]())
+}
+
+func (c *client) nodes() *gentype.ClientWithList[*corev1.Node, *corev1.NodeList] {
+	return typed[corev1.Node, corev1.NodeList](c.core, c.params, "nodes", "")
+}
+
+func (c *client) configMaps(ns string) *gentype.ClientWithList[*corev1.ConfigMap, *corev1.ConfigMapList] {
+	return typed[corev1.ConfigMap, corev1.ConfigMapList](c.core, c.params, "configmaps", ns)
+}
+
+func (c *client) services(ns string) *gentype.ClientWithList[*corev1.Service, *corev1.ServiceList] {
+	return typed[corev1.Service, corev1.ServiceList](c.core, c.params, "services", ns)
+}
+
+func (c *client) secrets(ns string) *gentype.ClientWithList[*corev1.Secret, *corev1.SecretList] {
+	return typed[corev1.Secret, corev1.SecretList](c.core, c.params, "secrets", ns)
+}
+
+func (c *client) events(ns string) *gentype.ClientWithList[*corev1.Event, *corev1.EventList] {
+	return typed[corev1.Event, corev1.EventList](c.core, c.params, "events", ns)
+}
+
+func (c *client) leases(ns string) *gentype.ClientWithList[*coordv1.Lease, *coordv1.LeaseList] {
+	return typed[coordv1.Lease, coordv1.LeaseList](c.coord, c.params, "leases", ns)
+}
+
+func (c *client) ListNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error) {
+	return c.nodes().List(ctx, opts)
+}
+
+func (c *client) WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	return c.nodes().Watch(ctx, opts)
+}
+
+func (c *client) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
+	return c.nodes().Get(ctx, name, metav1.GetOptions{})
+}
+
+func (c *client) PatchNodeStatus(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions) (*corev1.Node, error) {
+	return c.nodes().Patch(ctx, name, pt, data, opts, "status")
+}
+
+func (c *client) ListConfigMaps(ctx context.Context, ns string, opts metav1.ListOptions) (*corev1.ConfigMapList, error) {
+	return c.configMaps(ns).List(ctx, opts)
+}
+
+func (c *client) WatchConfigMaps(ctx context.Context, ns string, opts metav1.ListOptions) (watch.Interface, error) {
+	return c.configMaps(ns).Watch(ctx, opts)
+}
+
+func (c *client) ListServices(ctx context.Context, ns string, opts metav1.ListOptions) (*corev1.ServiceList, error) {
+	return c.services(ns).List(ctx, opts)
+}
+
+func (c *client) WatchServices(ctx context.Context, ns string, opts metav1.ListOptions) (watch.Interface, error) {
+	return c.services(ns).Watch(ctx, opts)
+}
+
+func (c *client) ListSecrets(ctx context.Context, ns string, opts metav1.ListOptions) (*corev1.SecretList, error) {
+	return c.secrets(ns).List(ctx, opts)
+}
+
+func (c *client) WatchSecrets(ctx context.Context, ns string, opts metav1.ListOptions) (watch.Interface, error) {
+	return c.secrets(ns).Watch(ctx, opts)
+}
+
+func (c *client) ListLeases(ctx context.Context, ns string, opts metav1.ListOptions) (*coordv1.LeaseList, error) {
+	return c.leases(ns).List(ctx, opts)
+}
+
+func (c *client) GetLease(ctx context.Context, ns, name string) (*coordv1.Lease, error) {
+	return c.leases(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (c *client) CreateLease(ctx context.Context, ns string, le *coordv1.Lease) (*coordv1.Lease, error) {
+	return c.leases(ns).Create(ctx, le, metav1.CreateOptions{})
+}
+
+func (c *client) UpdateLease(ctx context.Context, ns string, le *coordv1.Lease) (*coordv1.Lease, error) {
+	return c.leases(ns).Update(ctx, le, metav1.UpdateOptions{})
+}
+
+func (c *client) DeleteLease(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
+	return c.leases(ns).Delete(ctx, name, opts)
+}
+
+func (c *client) EventSink() record.EventSink { return eventSink{c} }
+
+// eventSink writes each Event to its own namespace. record.EventSink carries
+// no context: the recorder bounds its own retries.
+type eventSink struct{ c *client }
+
+func (s eventSink) Create(e *corev1.Event) (*corev1.Event, error) {
+	return s.c.events(e.Namespace).Create(context.Background(), e, metav1.CreateOptions{})
+}
+
+func (s eventSink) Update(e *corev1.Event) (*corev1.Event, error) {
+	return s.c.events(e.Namespace).Update(context.Background(), e, metav1.UpdateOptions{})
+}
+
+func (s eventSink) Patch(e *corev1.Event, data []byte) (*corev1.Event, error) {
+	return s.c.events(e.Namespace).Patch(context.Background(), e.Name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
+}
