@@ -11,8 +11,11 @@ CMDS := $(notdir $(wildcard cmd/*))
 
 all: build
 
+# Static binaries (no cgo): the CNI plugin is copied onto hosts whose C
+# library weft does not know, and a static Go program starts faster (no
+# dynamic loader), which every pod's ADD and DEL pays.
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
 deps:
 	@test/deps.sh

@@ -196,7 +196,9 @@ func weftBinary(tmp string) (string, error) {
 			return dir, nil
 		}
 	}
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(tmp, "weft"), "weft.dev/weft/cmd/weft").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-o", filepath.Join(tmp, "weft"), "weft.dev/weft/cmd/weft")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build and the image ship it
+	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build weft: %v: %s", err, out)
 	}
 	return tmp, nil
