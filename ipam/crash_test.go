@@ -193,7 +193,7 @@ func TestCrashPoints(t *testing.T) {
 	}
 	// Every step of the commit and release protocol must have been hit.
 	for _, p := range []string{"alloc/txn-partial", "alloc/txn-written", "alloc/addr-linked-0", "alloc/addr-linked-1",
-		"alloc/owner-linked", "replace/cursor-tmp-written", "alloc/cursors-saved", "release/owner-moved",
+		"alloc/owner-linked", "cursor/partial", "alloc/cursors-saved", "release/owner-moved",
 		"txn/addr-unlinked-0", "txn/addr-unlinked-1", "txn/addrs-unlinked", "reclaim/owner-released",
 		"replace/boot-tmp-written", "gc/owner-released", "orphan/addr-removed"} {
 		if !seen[p] {

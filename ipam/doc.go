@@ -33,9 +33,10 @@
 //	boot                     boot ID the reservations belong to
 //	owner/<cid>=<ifname>     a reservation record (the owner index)
 //	addr/<address>           hard link to the same record, one per address
-//	cursor/<prefix>          last address handed out in a range, e.g. cursor/10.244.1.0_24
+//	cursor/<prefix>          last address handed out in a range, e.g. cursor/10.244.1.0_24,
+//	                         padded with spaces to a fixed width and rewritten in place
 //	txn                      the one reservation being created or released (transient)
-//	tmp                      scratch for replacing boot and cursor files (transient)
+//	tmp                      scratch for replacing the boot file (transient)
 //
 // Cursor files of ranges no longer configured are left in place (a few
 // bytes each). A record is a small text file (see record.marshal):
@@ -83,8 +84,8 @@
 //
 // Crash points, each exercised by the tests (TestCrashPoints): in the
 // middle of writing txn (no links yet: txn removed); after txn or after
-// each addr/ link (rolled back); after the owner link, after a cursor's tmp
-// or after the cursors (rolled forward); after Release's rename or after
+// each addr/ link (rolled back); after the owner link, in the middle of a
+// cursor's write or after the cursors (rolled forward); after Release's rename or after
 // each addr/ unlink (release completed); between reservations of a reclaim
 // or GC (boot is written last, so the reclaim starts over; GC's finished
 // releases stand). Cursors and tmp are hints and scratch: losing them loses

@@ -374,7 +374,7 @@ func (s *Store) cursor(i int) netip.Addr {
 	if err != nil {
 		return netip.Addr{}
 	}
-	a, _ := netip.ParseAddr(strings.TrimSuffix(string(b), "\n"))
+	a, _ := netip.ParseAddr(strings.TrimSpace(string(b)))
 	return a
 }
 

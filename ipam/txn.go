@@ -43,7 +43,7 @@ func (s *Store) commit(rec record) error {
 	// cursors are hints and the next lock holder removes txn.
 	_ = s.at("alloc/owner-linked")
 	for i, a := range rec.addrs {
-		_ = s.writeReplace("cursor", s.path(cursorDir, cursorName(s.spans[i].prefix)), []byte(a.String()+"\n"))
+		_ = s.writeCursor(i, a)
 	}
 	_ = s.at("alloc/cursors-saved")
 	_ = os.Remove(txn)
@@ -285,6 +285,20 @@ func (s *Store) relink(r record) bool {
 		}
 	}
 	return os.Link(s.addrPath(r.addrs[0]), s.ownerPath(r.owner)) == nil
+}
+
+// cursorWidth is the size of a cursor file: the longest address and a
+// newline, so every write covers all of the previous one.
+const cursorWidth = len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff") + 1
+
+// writeCursor records a as range i's cursor by overwriting the cursor file
+// in place, padded to cursorWidth. A cursor is a hint, so a write torn by a
+// crash costs at most a longer probe; in exchange the common path spares
+// the new inode and the rename a replacement would cost.
+func (s *Store) writeCursor(i int, a netip.Addr) error {
+	data := fmt.Appendf(nil, "%-*s\n", cursorWidth-1, a)
+	return writeFile(s.path(cursorDir, cursorName(s.spans[i].prefix)), 0, data,
+		func() error { return s.at("cursor/partial") })
 }
 
 // writeReplace replaces path with data atomically (write tmp, rename).
