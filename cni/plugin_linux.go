@@ -22,6 +22,7 @@ import (
 
 	"weft.dev/weft/ipam"
 	"weft.dev/weft/overlay"
+	"weft.dev/weft/overlay/nsrun"
 )
 
 // About is printed when the binary runs without CNI_COMMAND.
@@ -136,64 +137,83 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		_ = store.Release(context.WithoutCancel(ctx), owner)
 	}()
 
-	err = addVeth(vethSpec{Host: a.HostVeth, Pod: args.IfName, HostMAC: a.HostMAC, PodMAC: preMAC(a.PodMAC),
+	rt, err := openRoute()
+	if err != nil {
+		return internal("netlink socket: %v", err)
+	}
+	defer rt.Close()
+	err = rt.addVeth(vethSpec{Host: a.HostVeth, Pod: args.IfName, HostMAC: a.HostMAC, PodMAC: preMAC(a.PodMAC),
 		MTU: c.MTU, Master: brIndex, PodNS: podNS})
 	if err != nil {
 		return internal("add veth %s (pod end %s in %s): %v", a.HostVeth, args.IfName, args.Netns, err)
 	}
 	vethMade = true
 	if c.HairpinMode {
-		if err := setHairpin(a.HostVeth); err != nil {
+		if err := rt.setHairpin(a.HostVeth); err != nil {
 			return internal("set hairpin on %s: %v", a.HostVeth, err)
 		}
 	}
-	podIndex, err := configurePod(podNS, c, a)
-	if err != nil {
-		return internal("%v", err)
-	}
-	if up, err := syncCarrier(a.HostVeth); err != nil || !up {
-		return internal("host veth %s has no carrier (%v)", a.HostVeth, err)
-	}
-	if err := announce(podNS, args.IfName, podIndex, a.PodMAC, a.Addrs); err != nil {
+	if err := setupPod(podNS, c, a); err != nil {
 		return internal("%v", err)
 	}
 	success = true
 	return types.PrintResult(BuildResult(c, a), c.CNIVersion)
 }
 
-// configurePod brings the pod end up with its addresses (no DAD) and the
-// default routes via the gateways; it returns the pod end's index.
-func configurePod(podNS netns.NsHandle, c *Config, a Attachment) (int, error) {
-	h, err := netlink.NewHandleAt(podNS, unix.NETLINK_ROUTE)
+// setupPod configures the pod end in one visit to the pod's namespace:
+// announcements switched on (arp_notify, ndisc_notify), the interface up
+// with its addresses (no DAD) and its default routes via the gateways; then,
+// once the host end's bridge port forwards (syncCarrier, through a socket
+// opened in the host's namespace before the visit), the pod end's final
+// MAC, whose change makes the kernel announce the addresses (see announce).
+func setupPod(podNS netns.NsHandle, c *Config, a Attachment) error {
+	ethtool, err := ethtoolSocket()
 	if err != nil {
-		return 0, fmt.Errorf("netlink handle in %s: %w", a.Netns, err)
+		return err
 	}
-	defer h.Close()
-	link, err := h.LinkByName(a.IfName)
-	if err != nil {
-		return 0, fmt.Errorf("find %s in %s: %w", a.IfName, a.Netns, err)
-	}
-	if err := h.LinkSetUp(link); err != nil {
-		return 0, fmt.Errorf("set %s up: %w", a.IfName, err)
-	}
-	for i, addr := range a.Addrs {
-		p := netip.PrefixFrom(addr, c.Networks[i].Prefix.Bits())
-		nl := &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(p.Bits(), addr.BitLen())}}
-		if addr.Is6() {
-			nl.Flags = unix.IFA_F_NODAD
+	defer unix.Close(ethtool)
+	return nsrun.Do(podNS, func() error {
+		// /proc/sys/net and new sockets belong to this thread's namespace.
+		if err := enableNotify(a.IfName, a.Addrs); err != nil {
+			return err
 		}
-		if err := h.AddrAdd(link, nl); err != nil {
-			return 0, fmt.Errorf("add address %s to %s: %w", p, a.IfName, err)
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return fmt.Errorf("netlink handle in %s: %w", a.Netns, err)
 		}
-	}
-	for i, addr := range a.Addrs {
-		dst := defaultDst(addr)
-		gw := c.Networks[i].Gateway
-		if err := h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: gw.AsSlice()}); err != nil {
-			return 0, fmt.Errorf("add default route via %s on %s: %w", gw, a.IfName, err)
+		defer h.Close()
+		link, err := h.LinkByName(a.IfName)
+		if err != nil {
+			return fmt.Errorf("find %s in %s: %w", a.IfName, a.Netns, err)
 		}
-	}
-	return link.Attrs().Index, nil
+		if err := h.LinkSetUp(link); err != nil {
+			return fmt.Errorf("set %s up: %w", a.IfName, err)
+		}
+		for i, addr := range a.Addrs {
+			p := netip.PrefixFrom(addr, c.Networks[i].Prefix.Bits())
+			nl := &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(p.Bits(), addr.BitLen())}}
+			if addr.Is6() {
+				nl.Flags = unix.IFA_F_NODAD
+			}
+			if err := h.AddrAdd(link, nl); err != nil {
+				return fmt.Errorf("add address %s to %s: %w", p, a.IfName, err)
+			}
+		}
+		for i, addr := range a.Addrs {
+			dst := defaultDst(addr)
+			gw := c.Networks[i].Gateway
+			if err := h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: &dst, Gw: gw.AsSlice()}); err != nil {
+				return fmt.Errorf("add default route via %s on %s: %w", gw, a.IfName, err)
+			}
+		}
+		if up, err := syncCarrier(ethtool, a.HostVeth); err != nil || !up {
+			return fmt.Errorf("host veth %s has no carrier (%v)", a.HostVeth, err)
+		}
+		if err := h.LinkSetHardwareAddr(link, a.PodMAC); err != nil {
+			return fmt.Errorf("announce %v: set mac %s on %s: %w", a.Addrs, a.PodMAC, a.IfName, err)
+		}
+		return nil
+	})
 }
 
 func cmdDel(args *skel.CmdArgs) error {
