@@ -1,5 +1,5 @@
 // Package agent is weft-agent: it watches Node objects and the weft-config
-// ConfigMap through client-go informers, plans the node's datapath with the
+// ConfigMap through client-go informers over agent/kube's client, plans the node's datapath with the
 // pure plan package and hands the result to the overlay reconcilers.
 //
 // It is level-triggered: informer handlers, netlink notifications and a
@@ -28,16 +28,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"weft.dev/weft/agent/cniconf"
 	"weft.dev/weft/agent/config"
+	"weft.dev/weft/agent/kube"
 	"weft.dev/weft/agent/lease"
 	"weft.dev/weft/agent/status"
 	"weft.dev/weft/overlay"
@@ -85,7 +84,7 @@ type Options struct {
 	// (Handler still works).
 	HTTPAddr string
 
-	Client   kubernetes.Interface
+	Client   kube.Client // kube.New; tests may wrap a clientset (kube/clientset)
 	Datapath Datapath
 	Firewall Firewall
 	Host     Host
@@ -200,7 +199,7 @@ func New(o Options) (*Agent, error) {
 	}
 	a.st = status.Status{Node: o.NodeName, NotReady: []string{"starting"}}
 	a.events = record.NewBroadcaster(record.WithContext(context.Background()))
-	a.recorder = a.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weft-agent", Host: o.NodeName})
+	a.recorder = a.events.NewRecorder(kube.Scheme(), corev1.EventSource{Component: "weft-agent", Host: o.NodeName})
 	return a, nil
 }
 
@@ -230,24 +229,17 @@ func (a *Agent) kick() {
 // datapath is left as it is.
 func (a *Agent) Run(ctx context.Context) error {
 	a.beat()
-	factory := informers.NewSharedInformerFactory(a.o.Client, 0)
-	nodeInf := factory.Core().V1().Nodes()
+	c, ns := a.o.Client, a.o.Namespace
+	nodeInf := newInformer(c, &corev1.Node{}, nil, c.ListNodes, c.WatchNodes)
 	// Only the one ConfigMap, by field selector, so RBAC can name it.
-	cmFactory := informers.NewSharedInformerFactoryWithOptions(a.o.Client, 0,
-		informers.WithNamespace(a.o.Namespace),
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-			lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", a.o.ConfigMap).String()
-		}))
-	cmInf := cmFactory.Core().V1().ConfigMaps()
+	cmInf := newInformer(c, &corev1.ConfigMap{}, byName(a.o.ConfigMap),
+		inNamespace(ns, c.ListConfigMaps), inNamespace(ns, c.WatchConfigMaps))
 	// bgp mode: Services (load-balancer addresses) and the one passwords
 	// Secret, by name.
-	svcInf := factory.Core().V1().Services()
-	secFactory := informers.NewSharedInformerFactoryWithOptions(a.o.Client, 0,
-		informers.WithNamespace(a.o.Namespace),
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-			lo.FieldSelector = fields.OneTermEqualSelector("metadata.name", config.DefaultBGPPasswordName).String()
-		}))
-	secInf := secFactory.Core().V1().Secrets()
+	svcInf := newInformer(c, &corev1.Service{}, nil,
+		inNamespace(metav1.NamespaceAll, c.ListServices), inNamespace(metav1.NamespaceAll, c.WatchServices))
+	secInf := newInformer(c, &corev1.Secret{}, byName(config.DefaultBGPPasswordName),
+		inNamespace(ns, c.ListSecrets), inNamespace(ns, c.WatchSecrets))
 	kickBGP := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.kickIfBGP() },
 		UpdateFunc: func(any, any) { a.kickIfBGP() },
@@ -258,30 +250,33 @@ func (a *Agent) Run(ctx context.Context) error {
 		UpdateFunc: func(any, any) { a.kick() },
 		DeleteFunc: func(any) { a.sweepDue.Store(true); a.kick() },
 	}
-	if err := nodeInf.Informer().SetTransform(slimNode); err != nil {
+	if err := nodeInf.SetTransform(slimNode); err != nil {
 		return fmt.Errorf("node informer: %w", err)
 	}
-	if _, err := nodeInf.Informer().AddEventHandler(kick); err != nil {
+	if _, err := nodeInf.AddEventHandler(kick); err != nil {
 		return fmt.Errorf("node informer: %w", err)
 	}
-	if _, err := cmInf.Informer().AddEventHandler(kick); err != nil {
+	if _, err := cmInf.AddEventHandler(kick); err != nil {
 		return fmt.Errorf("configmap informer: %w", err)
 	}
-	if _, err := svcInf.Informer().AddEventHandler(kickBGP); err != nil {
+	if _, err := svcInf.AddEventHandler(kickBGP); err != nil {
 		return fmt.Errorf("service informer: %w", err)
 	}
-	if _, err := secInf.Informer().AddEventHandler(kickBGP); err != nil {
+	if _, err := secInf.AddEventHandler(kickBGP); err != nil {
 		return fmt.Errorf("secret informer: %w", err)
 	}
-	a.nodes, a.maps = nodeInf.Lister(), cmInf.Lister()
-	a.services, a.secrets = svcInf.Lister(), secInf.Lister()
-	a.servicesSynced, a.secretsSynced = svcInf.Informer().HasSynced, secInf.Informer().HasSynced
-	factory.Start(ctx.Done())
-	cmFactory.Start(ctx.Done())
-	secFactory.Start(ctx.Done())
-	defer factory.Shutdown()
-	defer cmFactory.Shutdown()
-	defer secFactory.Shutdown()
+	a.nodes, a.maps = listersv1.NewNodeLister(nodeInf.GetIndexer()), listersv1.NewConfigMapLister(cmInf.GetIndexer())
+	a.services, a.secrets = listersv1.NewServiceLister(svcInf.GetIndexer()), listersv1.NewSecretLister(secInf.GetIndexer())
+	a.servicesSynced, a.secretsSynced = svcInf.HasSynced, secInf.HasSynced
+	// The informers stop when Run returns, also when a part failed while
+	// ctx lives on; Run waits for them.
+	var informers sync.WaitGroup
+	infCtx, stopInformers := context.WithCancel(ctx)
+	for _, inf := range []cache.SharedIndexInformer{nodeInf, cmInf, svcInf, secInf} {
+		informers.Go(func() { inf.RunWithContext(infCtx) })
+	}
+	defer informers.Wait()
+	defer stopInformers()
 
 	if a.o.KernelRoutes != nil {
 		rctx, cancel := context.WithTimeout(ctx, a.o.PassTimeout)
@@ -293,7 +288,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.retained = retainable(routes)
 	}
 
-	a.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.o.Client.CoreV1().Events("")})
+	a.events.StartRecordingToSink(a.o.Client.EventSink())
 	defer a.events.Shutdown()
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -304,7 +299,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	g.Go(func() error {
 		a.log.Info("waiting for informer caches")
-		if !cache.WaitForCacheSync(ctx.Done(), nodeInf.Informer().HasSynced, cmInf.Informer().HasSynced) {
+		if !cache.WaitForCacheSync(ctx.Done(), nodeInf.HasSynced, cmInf.HasSynced) {
 			return nil // ctx done
 		}
 		return a.work(ctx)
@@ -313,6 +308,41 @@ func (a *Agent) Run(ctx context.Context) error {
 	err := g.Wait()
 	a.log.Info("weft-agent stopped; datapath left in place")
 	return err
+}
+
+// newInformer is a shared informer of one kind (its cache indexed by
+// namespace, no resync) over list and watch, with tweak (optional) applied to
+// every request. Informers stream their initial list in a watch unless the
+// client says it cannot (kube/clientset over the fake clientset).
+func newInformer[L runtime.Object](c kube.Client, example runtime.Object, tweak func(*metav1.ListOptions),
+	list func(context.Context, metav1.ListOptions) (L, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.SharedIndexInformer {
+	if tweak == nil {
+		tweak = func(*metav1.ListOptions) {}
+	}
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			tweak(&o)
+			return list(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			tweak(&o)
+			return watchFn(ctx, o)
+		},
+	}
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, c), example, 0,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+}
+
+// inNamespace binds a namespaced list or watch to namespace ns.
+func inNamespace[R any](ns string, f func(context.Context, string, metav1.ListOptions) (R, error)) func(context.Context, metav1.ListOptions) (R, error) {
+	return func(ctx context.Context, o metav1.ListOptions) (R, error) { return f(ctx, ns, o) }
+}
+
+// byName selects the one object called name.
+func byName(name string) func(*metav1.ListOptions) {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	return func(o *metav1.ListOptions) { o.FieldSelector = sel }
 }
 
 // watchDatapath reconciles on kernel changes to what weft owns, resubscribing

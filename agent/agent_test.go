@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"weft.dev/weft/agent/cniconf"
+	"weft.dev/weft/agent/kube/clientset"
 	"weft.dev/weft/agent/status"
 	"weft.dev/weft/overlay"
 )
@@ -165,7 +166,7 @@ func start(t *testing.T, objs ...any) *harness {
 	}
 	a, err := New(Options{
 		NodeName: "node-a", StateDir: filepath.Join(h.dir, "state"), RunDir: filepath.Join(h.dir, "run"),
-		CNIConfDir: filepath.Join(h.dir, "net.d"), Client: h.client, Datapath: h.dp, Firewall: h.fw, Host: h.host,
+		CNIConfDir: filepath.Join(h.dir, "net.d"), Client: clientset.Wrap(h.client), Datapath: h.dp, Firewall: h.fw, Host: h.host,
 		IPAM: func(_ context.Context, ranges []netip.Prefix, _ []netip.Addr) ([]status.IPAM, error) {
 			var out []status.IPAM
 			for _, p := range ranges {
@@ -426,7 +427,7 @@ func TestAgentLeasesPodCIDR(t *testing.T) {
 }
 
 func TestAgentHealthzFailsWhenWorkerStalls(t *testing.T) {
-	a, err := New(Options{NodeName: "n", Client: fake.NewClientset(), Datapath: &fakeDatapath{}, Firewall: &fakeFirewall{},
+	a, err := New(Options{NodeName: "n", Client: clientset.Wrap(fake.NewClientset()), Datapath: &fakeDatapath{}, Firewall: &fakeFirewall{},
 		Host: &fakeHost{}, LivenessTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"weft.dev/weft/agent/kube/clientset"
 	"weft.dev/weft/agent/status"
 )
 
@@ -24,7 +25,7 @@ func TestStatusReadsIPAMUseWhenAsked(t *testing.T) {
 	var reserved []netip.Addr
 	a, err := New(Options{
 		NodeName: "node-a", StateDir: t.TempDir(), RunDir: t.TempDir(), CNIConfDir: t.TempDir(),
-		Client: fake.NewClientset(), Datapath: &fakeDatapath{}, Firewall: &fakeFirewall{}, Host: &fakeHost{},
+		Client: clientset.Wrap(fake.NewClientset()), Datapath: &fakeDatapath{}, Firewall: &fakeFirewall{}, Host: &fakeHost{},
 		IPAM: func(_ context.Context, ranges []netip.Prefix, res []netip.Addr) ([]status.IPAM, error) {
 			reserved = res
 			var out []status.IPAM

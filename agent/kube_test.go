@@ -15,8 +15,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
+	"weft.dev/weft/agent/kube"
 	"weft.dev/weft/agent/lease"
 	"weft.dev/weft/test/lab/controlplane"
 	"weft.dev/weft/test/nstest"
@@ -88,8 +88,9 @@ func repoRoot() (string, error) {
 	}
 }
 
-// realAgent is an agent in this process talking to the real apiserver with
-// its node-bound ServiceAccount token, over fakes for the kernel.
+// realAgent is an agent in this process talking to the real apiserver through
+// kube.New, as weft-agent does, with its node-bound ServiceAccount token, over
+// fakes for the kernel.
 type realAgent struct {
 	a      *Agent
 	dp     *fakeDatapath
@@ -105,7 +106,7 @@ func startRealAgent(t *testing.T, cp *controlplane.ControlPlane, node string) *r
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := kubernetes.NewForConfig(cp.RESTConfigWithToken(token))
+	client, err := kube.New(cp.RESTConfigWithToken(token))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,12 +227,12 @@ func TestAgentAgainstAPIServer(t *testing.T) {
 	wn1 := agents["wn1"].a.o.Client
 	foreign := []byte(`{"metadata":{"annotations":{"weft.dev/vtep-mac":"02:00:00:00:00:99"}}}`)
 	waitFor(t, 30*time.Second, "admission policy enforced", func() (bool, string) {
-		_, err := wn1.CoreV1().Nodes().Patch(ctx, "wn2", types.StrategicMergePatchType, foreign,
-			metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}}, "status")
+		_, err := wn1.PatchNodeStatus(ctx, "wn2", types.StrategicMergePatchType, foreign,
+			metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
 		return apierrors.IsForbidden(err), fmt.Sprint(err)
 	})
 	for _, pt := range []types.PatchType{types.StrategicMergePatchType, types.MergePatchType} {
-		_, err := wn1.CoreV1().Nodes().Patch(ctx, "wn2", pt, foreign, metav1.PatchOptions{}, "status")
+		_, err := wn1.PatchNodeStatus(ctx, "wn2", pt, foreign, metav1.PatchOptions{})
 		if !apierrors.IsForbidden(err) {
 			t.Errorf("wn1 patching wn2's status (%s): %v, want Forbidden (deploy/kubernetes/admission.yaml)", pt, err)
 		}

@@ -354,7 +354,7 @@ func (a *Agent) publish(ctx context.Context, self *corev1.Node, ip netip.Addr, l
 	if err != nil {
 		return fmt.Errorf("patch node %s status: %w", self.Name, err)
 	}
-	if _, err := a.o.Client.CoreV1().Nodes().Patch(ctx, self.Name, types.StrategicMergePatchType, b, metav1.PatchOptions{}, "status"); err != nil {
+	if _, err := a.o.Client.PatchNodeStatus(ctx, self.Name, types.StrategicMergePatchType, b, metav1.PatchOptions{}); err != nil {
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("patch node %s status: node gone: %w", self.Name, err)
 		}

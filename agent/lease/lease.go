@@ -24,7 +24,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 )
 
 // Labels and annotations on block Leases.
@@ -41,9 +40,20 @@ func Name(block netip.Prefix) string {
 	return fmt.Sprintf("%s%s-%d", namePrefix, a, block.Bits())
 }
 
+// Client is what the allocator needs from the apiserver (kube.Client has
+// it).
+type Client interface {
+	ListLeases(ctx context.Context, namespace string, opts metav1.ListOptions) (*coordv1.LeaseList, error)
+	GetLease(ctx context.Context, namespace, name string) (*coordv1.Lease, error)
+	CreateLease(ctx context.Context, namespace string, le *coordv1.Lease) (*coordv1.Lease, error)
+	UpdateLease(ctx context.Context, namespace string, le *coordv1.Lease) (*coordv1.Lease, error)
+	DeleteLease(ctx context.Context, namespace, name string, opts metav1.DeleteOptions) error
+	GetNode(ctx context.Context, name string) (*corev1.Node, error)
+}
+
 // Allocator leases blocks through the apiserver.
 type Allocator struct {
-	Client    kubernetes.Interface
+	Client    Client
 	Namespace string // kube-system
 	Log       *slog.Logger
 }
@@ -59,7 +69,7 @@ type Held struct {
 
 // List returns weft's block Leases.
 func (a *Allocator) List(ctx context.Context) ([]Held, error) {
-	l, err := a.Client.CoordinationV1().Leases(a.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelBlock + "=true"})
+	l, err := a.Client.ListLeases(ctx, a.Namespace, metav1.ListOptions{LabelSelector: LabelBlock + "=true"})
 	if err != nil {
 		return nil, fmt.Errorf("list block leases in %s: %w", a.Namespace, err)
 	}
@@ -155,7 +165,7 @@ func (a *Allocator) create(ctx context.Context, node *corev1.Node, b netip.Prefi
 		},
 		Spec: coordv1.LeaseSpec{HolderIdentity: &holder},
 	}
-	if _, err := a.Client.CoordinationV1().Leases(a.Namespace).Create(ctx, le, metav1.CreateOptions{}); err != nil {
+	if _, err := a.Client.CreateLease(ctx, a.Namespace, le); err != nil {
 		return fmt.Errorf("create lease %s for node %s: %w", le.Name, node.Name, err)
 	}
 	return nil
@@ -164,12 +174,12 @@ func (a *Allocator) create(ctx context.Context, node *corev1.Node, b netip.Prefi
 // adopt points a block this node name already holds at the node's current
 // UID (the Node was recreated), so the garbage collector does not take it.
 func (a *Allocator) adopt(ctx context.Context, name string, node *corev1.Node) error {
-	le, err := a.Client.CoordinationV1().Leases(a.Namespace).Get(ctx, name, metav1.GetOptions{})
+	le, err := a.Client.GetLease(ctx, a.Namespace, name)
 	if err != nil {
 		return fmt.Errorf("get lease %s: %w", name, err)
 	}
 	le.OwnerReferences = ownerRefs(node)
-	if _, err := a.Client.CoordinationV1().Leases(a.Namespace).Update(ctx, le, metav1.UpdateOptions{}); err != nil {
+	if _, err := a.Client.UpdateLease(ctx, a.Namespace, le); err != nil {
 		return fmt.Errorf("adopt lease %s for node %s: %w", name, node.Name, err)
 	}
 	return nil
@@ -199,7 +209,7 @@ func (a *Allocator) Sweep(ctx context.Context, exists func(node string) bool) ([
 			continue
 		}
 		if h.Holder != "" {
-			_, err := a.Client.CoreV1().Nodes().Get(ctx, h.Holder, metav1.GetOptions{})
+			_, err := a.Client.GetNode(ctx, h.Holder)
 			if err == nil {
 				continue // cache lag: the holder is alive
 			}
@@ -210,7 +220,7 @@ func (a *Allocator) Sweep(ctx context.Context, exists func(node string) bool) ([
 		}
 		uid := types.UID(h.UID)
 		pre := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}
-		if err := a.Client.CoordinationV1().Leases(a.Namespace).Delete(ctx, h.Name, pre); err != nil && !apierrors.IsNotFound(err) {
+		if err := a.Client.DeleteLease(ctx, a.Namespace, h.Name, pre); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete lease %s of gone node %s: %w", h.Name, h.Holder, err))
 			continue
 		}

@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"weft.dev/weft/agent/kube/clientset"
 )
 
 var pfx = netip.MustParsePrefix
@@ -50,7 +52,7 @@ func newAlloc(objs ...corev1.Node) *Allocator {
 			panic(err)
 		}
 	}
-	return &Allocator{Client: c, Namespace: "kube-system", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	return &Allocator{Client: clientset.Wrap(c), Namespace: "kube-system", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
 func TestAcquireDistinctConcurrent(t *testing.T) {
@@ -119,7 +121,7 @@ func TestAcquireReusesAndAvoids(t *testing.T) {
 	if err != nil || again[0] != first[0] {
 		t.Fatalf("Acquire after recreate = %v, %v; want %v", again, err, first)
 	}
-	le, err := a.Client.CoordinationV1().Leases("kube-system").Get(ctx, Name(first[0]), metav1.GetOptions{})
+	le, err := a.Client.GetLease(ctx, "kube-system", Name(first[0]))
 	if err != nil {
 		t.Fatal(err)
 	}

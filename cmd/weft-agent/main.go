@@ -27,13 +27,13 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netns"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"weft.dev/weft/agent"
 	"weft.dev/weft/agent/cniconf"
+	"weft.dev/weft/agent/kube"
 	"weft.dev/weft/agent/status"
 	"weft.dev/weft/cmd/internal/version"
 	"weft.dev/weft/ipam"
@@ -135,7 +135,7 @@ func run(args []string) error {
 		return err
 	}
 	cfg.UserAgent = "weft-agent/" + f.nodeName
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kube.New(cfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
