@@ -46,6 +46,7 @@ var (
 	dpUnderlayGRO = flag.Bool("datapath.underlay-gro", false, "datapath: GRO on the underlay veth (off: the veth default; frames cross a veth already aggregated)")
 	dpNice        = flag.Int("datapath.nice", -20, "datapath: nice value of the iperf3 processes (the machine may be shared)")
 	dpVXLANGRO    = flag.Bool("datapath.vxlan-gro-ab", false, "datapath: also measure vxlan IPv4 with GRO off on weft.vxlan (toggled per run, same session)")
+	dpCPU         = flag.String("datapath.cpu", "0", "datapath: also measure every path with client and server pinned to this CPU (taskset -c; empty: unpinned only)")
 	dpPodGRO      = flag.String("datapath.pod-gro", "", "datapath: force GRO on both ends of the pod veths (on, off; empty: as the CNI plugin leaves them)")
 )
 
@@ -78,6 +79,27 @@ type dpPath struct {
 	// prep runs before each measurement of the path (device settings of a
 	// variant); nil: none.
 	prep func() error
+	// cpu pins the client and the server (taskset -c); empty: unpinned.
+	cpu string
+}
+
+// port is the iperf3 server port of the path's placement: one server per
+// namespace and placement.
+func (p *dpPath) port() int {
+	if p.cpu != "" {
+		return dpPort + 1
+	}
+	return dpPort
+}
+
+// command runs argv in ns at the benchmark's nice level, pinned to the
+// path's CPU if it has one.
+func (p *dpPath) command(ctx context.Context, ns string, argv ...string) *exec.Cmd {
+	args := []string{"netns", "exec", ns, "nice", "-n", fmt.Sprint(*dpNice)}
+	if p.cpu != "" {
+		args = append(args, "taskset", "-c", p.cpu)
+	}
+	return exec.CommandContext(ctx, "ip", append(args, argv...)...)
 }
 
 // dpRun is one iperf3 result.
@@ -166,6 +188,17 @@ func runDatapath(ctx context.Context, out *strings.Builder) error {
 			paths = append(paths, p)
 		}
 	}
+	if *dpCPU != "" {
+		// The same paths with client and server on one CPU: both iperf3
+		// processes and the kernel's work for each packet share it, so
+		// the ratio is the datapath's cost per byte, whatever the
+		// scheduler would do with two CPUs between runs.
+		for _, p := range slices.Clone(paths) {
+			p.cpu = *dpCPU
+			p.kind += ", one CPU"
+			paths = append(paths, p)
+		}
+	}
 	for _, p := range paths {
 		if err := env.ready(ctx, p); err != nil {
 			return err
@@ -212,14 +245,17 @@ func runDatapath(ctx context.Context, out *strings.Builder) error {
 		*dpSeconds, *dpUnderlayMTU, onOff(*dpUnderlayGRO), *dpRounds, loadBefore, loadAfter)
 	fmt.Fprintf(out, "| mode | traffic | pod MTU | pod Gbit/s | underlay Gbit/s | pod/underlay median (min–max) | target |\n|---|---|---|---|---|---|---|\n")
 	for _, t := range topos {
-		var under *dpPath
-		for i := range paths {
-			if paths[i].topo == t && paths[i].kind == "underlay" {
-				under = &paths[i]
+		underlayOf := func(p *dpPath) *dpPath {
+			for i := range paths {
+				if u := &paths[i]; u.topo == t && u.cpu == p.cpu && strings.HasPrefix(u.kind, "underlay") {
+					return u
+				}
 			}
+			return nil
 		}
 		for i := range paths {
 			p := &paths[i]
+			under := underlayOf(p)
 			if p.topo != t || p == under {
 				continue
 			}
@@ -455,13 +491,14 @@ func (e *dpEnv) attach(ctx context.Context, n *dpNode, mtu int, pluginDir string
 // ready starts p's iperf3 server (once per server namespace) and checks the
 // path with a ping.
 func (e *dpEnv) ready(ctx context.Context, p dpPath) error {
-	if !slices.ContainsFunc(e.servers, func(c *exec.Cmd) bool { return slices.Contains(c.Args, p.srv) }) {
-		srv := exec.Command("ip", "netns", "exec", p.srv, "nice", "-n", fmt.Sprint(*dpNice), "iperf3", "-s", "-p", fmt.Sprint(dpPort))
+	port := fmt.Sprint(p.port())
+	if !slices.ContainsFunc(e.servers, func(c *exec.Cmd) bool { return slices.Contains(c.Args, p.srv) && slices.Contains(c.Args, port) }) {
+		srv := p.command(context.Background(), p.srv, "iperf3", "-s", "-p", port)
 		if err := srv.Start(); err != nil {
 			return fmt.Errorf("iperf3 server in %s: %w", p.srv, err)
 		}
 		e.servers = append(e.servers, srv)
-		if err := waitListen(ctx, p.srv); err != nil {
+		if err := waitListen(ctx, p.srv, p.port()); err != nil {
 			return err
 		}
 	}
@@ -472,12 +509,12 @@ func (e *dpEnv) ready(ctx context.Context, p dpPath) error {
 	return nil
 }
 
-func waitListen(ctx context.Context, nsName string) error {
+func waitListen(ctx context.Context, nsName string, port int) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(10 * time.Second)
 	for {
-		out, _ := exec.CommandContext(ctx, "ip", "netns", "exec", nsName, "ss", "-Hltn", fmt.Sprintf("sport = :%d", dpPort)).Output()
+		out, _ := exec.CommandContext(ctx, "ip", "netns", "exec", nsName, "ss", "-Hltn", fmt.Sprintf("sport = :%d", port)).Output()
 		if len(strings.TrimSpace(string(out))) > 0 {
 			return nil
 		}
@@ -485,14 +522,14 @@ func waitListen(ctx context.Context, nsName string) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline:
-			return fmt.Errorf("iperf3 server in %s: not listening on %d after 10s", nsName, dpPort)
+			return fmt.Errorf("iperf3 server in %s: not listening on %d after 10s", nsName, port)
 		case <-tick.C:
 		}
 	}
 }
 
 func iperf(ctx context.Context, p *dpPath) (dpRun, error) {
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", p.src, "nice", "-n", fmt.Sprint(*dpNice), "iperf3", "-c", p.dst.String(), "-p", fmt.Sprint(dpPort),
+	cmd := p.command(ctx, p.src, "iperf3", "-c", p.dst.String(), "-p", fmt.Sprint(p.port()),
 		"-t", fmt.Sprint(*dpSeconds), "-O", "1", "-J")
 	b, err := cmd.Output()
 	if ctx.Err() != nil {
