@@ -7,9 +7,11 @@
 // informer factory: importing any part of those registers and links the
 // types, clients and informers of every API group, tens of megabytes of
 // program text that the kernel keeps resident once their initialisers ran.
-// The requests are the same as the typed clients' (client-go's generic typed
-// client, protobuf on the wire, one HTTP client and rate limiter shared by
-// both groups, QPS, burst and user agent from the rest.Config).
+// The requests are the same as the typed clients' (protobuf on the wire, one
+// HTTP client and rate limiter shared by both groups, QPS, burst and user
+// agent from the rest.Config), built directly on rest.Interface: client-go's
+// generic typed client would link its fake-client testing package and with it
+// the managed-fields and structured-merge-diff machinery.
 //
 // Package kube/clientset adapts a clientset to Client for tests and tools
 // that have one; the agent binary must never import it.
@@ -18,6 +20,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,7 +31,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/gentype"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/flowcontrol"
@@ -121,103 +123,118 @@ func New(cfg *rest.Config) (Client, error) {
 	return out, nil
 }
 
-// typed is client-go's generic typed client of one kind in one namespace
-// ("": cluster-scoped, or all namespaces), preferring protobuf as the
-// clientset's clients of built-in kinds do.
-func typed[O, OL any, T interface {
-	*O
-	runtime.Object
-	metav1.Object
-}, L interface {
-	*OL
-	runtime.Object
-}](rc rest.Interface, pc runtime.ParameterCodec, resource, namespace string) *gentype.ClientWithList[T, L] {
-	return gentype.NewClientWithList(resource, rc, pc, namespace,
-		func() T { return new(O) }, func() L { return new(OL) }, gentype.PrefersProtobuf[T]())
+// timeout is the request timeout a list or watch asks for in its options.
+func timeout(opts metav1.ListOptions) time.Duration {
+	if opts.TimeoutSeconds == nil {
+		return 0
+	}
+	return time.Duration(*opts.TimeoutSeconds) * time.Second
 }
 
-func (c *client) nodes() *gentype.ClientWithList[*corev1.Node, *corev1.NodeList] {
-	return typed[corev1.Node, corev1.NodeList](c.core, c.params, "nodes", "")
+// on starts a request of verb on resource in namespace ("": cluster-scoped,
+// or all namespaces), preferring protobuf as the clientset's clients of
+// built-in kinds do.
+func on(r *rest.Request, resource, namespace string) *rest.Request {
+	return r.UseProtobufAsDefaultIfPreferred(true).NamespaceIfScoped(namespace, namespace != "").Resource(resource)
 }
 
-func (c *client) configMaps(ns string) *gentype.ClientWithList[*corev1.ConfigMap, *corev1.ConfigMapList] {
-	return typed[corev1.ConfigMap, corev1.ConfigMapList](c.core, c.params, "configmaps", ns)
+func (c *client) list(ctx context.Context, rc rest.Interface, resource, ns string, opts metav1.ListOptions, into runtime.Object) error {
+	return on(rc.Get(), resource, ns).VersionedParams(&opts, c.params).Timeout(timeout(opts)).Do(ctx).Into(into)
 }
 
-func (c *client) services(ns string) *gentype.ClientWithList[*corev1.Service, *corev1.ServiceList] {
-	return typed[corev1.Service, corev1.ServiceList](c.core, c.params, "services", ns)
+func (c *client) watch(ctx context.Context, rc rest.Interface, resource, ns string, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return on(rc.Get(), resource, ns).VersionedParams(&opts, c.params).Timeout(timeout(opts)).Watch(ctx)
 }
 
-func (c *client) secrets(ns string) *gentype.ClientWithList[*corev1.Secret, *corev1.SecretList] {
-	return typed[corev1.Secret, corev1.SecretList](c.core, c.params, "secrets", ns)
+func (c *client) get(ctx context.Context, rc rest.Interface, resource, ns, name string, into runtime.Object) error {
+	return on(rc.Get(), resource, ns).Name(name).VersionedParams(&metav1.GetOptions{}, c.params).Do(ctx).Into(into)
 }
 
-func (c *client) events(ns string) *gentype.ClientWithList[*corev1.Event, *corev1.EventList] {
-	return typed[corev1.Event, corev1.EventList](c.core, c.params, "events", ns)
+func (c *client) create(ctx context.Context, rc rest.Interface, resource, ns string, obj, into runtime.Object) error {
+	return on(rc.Post(), resource, ns).VersionedParams(&metav1.CreateOptions{}, c.params).Body(obj).Do(ctx).Into(into)
 }
 
-func (c *client) leases(ns string) *gentype.ClientWithList[*coordv1.Lease, *coordv1.LeaseList] {
-	return typed[coordv1.Lease, coordv1.LeaseList](c.coord, c.params, "leases", ns)
+func (c *client) update(ctx context.Context, rc rest.Interface, resource, ns, name string, obj, into runtime.Object) error {
+	return on(rc.Put(), resource, ns).Name(name).VersionedParams(&metav1.UpdateOptions{}, c.params).Body(obj).Do(ctx).Into(into)
+}
+
+func (c *client) patch(ctx context.Context, rc rest.Interface, resource, ns, name, sub string, pt types.PatchType, data []byte, opts metav1.PatchOptions, into runtime.Object) error {
+	r := on(rc.Patch(pt), resource, ns).Name(name)
+	if sub != "" {
+		r = r.SubResource(sub)
+	}
+	return r.VersionedParams(&opts, c.params).Body(data).Do(ctx).Into(into)
 }
 
 func (c *client) ListNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error) {
-	return c.nodes().List(ctx, opts)
+	l := &corev1.NodeList{}
+	return l, c.list(ctx, c.core, "nodes", "", opts, l)
 }
 
 func (c *client) WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	return c.nodes().Watch(ctx, opts)
+	return c.watch(ctx, c.core, "nodes", "", opts)
 }
 
 func (c *client) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
-	return c.nodes().Get(ctx, name, metav1.GetOptions{})
+	n := &corev1.Node{}
+	return n, c.get(ctx, c.core, "nodes", "", name, n)
 }
 
 func (c *client) PatchNodeStatus(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions) (*corev1.Node, error) {
-	return c.nodes().Patch(ctx, name, pt, data, opts, "status")
+	n := &corev1.Node{}
+	return n, c.patch(ctx, c.core, "nodes", "", name, "status", pt, data, opts, n)
 }
 
 func (c *client) ListConfigMaps(ctx context.Context, ns string, opts metav1.ListOptions) (*corev1.ConfigMapList, error) {
-	return c.configMaps(ns).List(ctx, opts)
+	l := &corev1.ConfigMapList{}
+	return l, c.list(ctx, c.core, "configmaps", ns, opts, l)
 }
 
 func (c *client) WatchConfigMaps(ctx context.Context, ns string, opts metav1.ListOptions) (watch.Interface, error) {
-	return c.configMaps(ns).Watch(ctx, opts)
+	return c.watch(ctx, c.core, "configmaps", ns, opts)
 }
 
 func (c *client) ListServices(ctx context.Context, ns string, opts metav1.ListOptions) (*corev1.ServiceList, error) {
-	return c.services(ns).List(ctx, opts)
+	l := &corev1.ServiceList{}
+	return l, c.list(ctx, c.core, "services", ns, opts, l)
 }
 
 func (c *client) WatchServices(ctx context.Context, ns string, opts metav1.ListOptions) (watch.Interface, error) {
-	return c.services(ns).Watch(ctx, opts)
+	return c.watch(ctx, c.core, "services", ns, opts)
 }
 
 func (c *client) ListSecrets(ctx context.Context, ns string, opts metav1.ListOptions) (*corev1.SecretList, error) {
-	return c.secrets(ns).List(ctx, opts)
+	l := &corev1.SecretList{}
+	return l, c.list(ctx, c.core, "secrets", ns, opts, l)
 }
 
 func (c *client) WatchSecrets(ctx context.Context, ns string, opts metav1.ListOptions) (watch.Interface, error) {
-	return c.secrets(ns).Watch(ctx, opts)
+	return c.watch(ctx, c.core, "secrets", ns, opts)
 }
 
 func (c *client) ListLeases(ctx context.Context, ns string, opts metav1.ListOptions) (*coordv1.LeaseList, error) {
-	return c.leases(ns).List(ctx, opts)
+	l := &coordv1.LeaseList{}
+	return l, c.list(ctx, c.coord, "leases", ns, opts, l)
 }
 
 func (c *client) GetLease(ctx context.Context, ns, name string) (*coordv1.Lease, error) {
-	return c.leases(ns).Get(ctx, name, metav1.GetOptions{})
+	le := &coordv1.Lease{}
+	return le, c.get(ctx, c.coord, "leases", ns, name, le)
 }
 
 func (c *client) CreateLease(ctx context.Context, ns string, le *coordv1.Lease) (*coordv1.Lease, error) {
-	return c.leases(ns).Create(ctx, le, metav1.CreateOptions{})
+	out := &coordv1.Lease{}
+	return out, c.create(ctx, c.coord, "leases", ns, le, out)
 }
 
 func (c *client) UpdateLease(ctx context.Context, ns string, le *coordv1.Lease) (*coordv1.Lease, error) {
-	return c.leases(ns).Update(ctx, le, metav1.UpdateOptions{})
+	out := &coordv1.Lease{}
+	return out, c.update(ctx, c.coord, "leases", ns, le.Name, le, out)
 }
 
 func (c *client) DeleteLease(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
-	return c.leases(ns).Delete(ctx, name, opts)
+	return on(c.coord.Delete(), "leases", ns).Name(name).Body(&opts).Do(ctx).Error()
 }
 
 func (c *client) EventSink() record.EventSink { return eventSink{c} }
@@ -227,13 +244,16 @@ func (c *client) EventSink() record.EventSink { return eventSink{c} }
 type eventSink struct{ c *client }
 
 func (s eventSink) Create(e *corev1.Event) (*corev1.Event, error) {
-	return s.c.events(e.Namespace).Create(context.Background(), e, metav1.CreateOptions{})
+	out := &corev1.Event{}
+	return out, s.c.create(context.Background(), s.c.core, "events", e.Namespace, e, out)
 }
 
 func (s eventSink) Update(e *corev1.Event) (*corev1.Event, error) {
-	return s.c.events(e.Namespace).Update(context.Background(), e, metav1.UpdateOptions{})
+	out := &corev1.Event{}
+	return out, s.c.update(context.Background(), s.c.core, "events", e.Namespace, e.Name, e, out)
 }
 
 func (s eventSink) Patch(e *corev1.Event, data []byte) (*corev1.Event, error) {
-	return s.c.events(e.Namespace).Patch(context.Background(), e.Name, types.StrategicMergePatchType, data, metav1.PatchOptions{})
+	out := &corev1.Event{}
+	return out, s.c.patch(context.Background(), s.c.core, "events", e.Namespace, e.Name, "", types.StrategicMergePatchType, data, metav1.PatchOptions{}, out)
 }
