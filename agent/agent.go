@@ -32,10 +32,10 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 
 	"weft.dev/weft/agent/cniconf"
 	"weft.dev/weft/agent/config"
+	"weft.dev/weft/agent/events"
 	"weft.dev/weft/agent/kube"
 	"weft.dev/weft/agent/lease"
 	"weft.dev/weft/agent/status"
@@ -113,8 +113,7 @@ type Agent struct {
 	reg      *prometheus.Registry
 	m        *metrics
 	alloc    *lease.Allocator
-	recorder record.EventRecorder
-	events   record.EventBroadcaster
+	recorder *events.Recorder
 
 	kickCh    chan struct{}
 	sweepDue  atomic.Bool
@@ -198,8 +197,15 @@ func New(o Options) (*Agent, error) {
 		pending: map[string]string{},
 	}
 	a.st = status.Status{Node: o.NodeName, NotReady: []string{"starting"}}
-	a.events = record.NewBroadcaster(record.WithContext(context.Background()))
-	a.recorder = a.events.NewRecorder(kube.Scheme(), corev1.EventSource{Component: "weft-agent", Host: o.NodeName})
+	a.recorder = events.New(events.Options{
+		Sink: o.Client, Scheme: kube.Scheme(), Component: "weft-agent", Host: o.NodeName, Log: a.log,
+	})
+	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "weft_events_dropped_total",
+		Help: "Kubernetes Events recorded but not written: queue full, over the object's budget, or the write failed.",
+	}, func() float64 { return float64(a.recorder.Dropped()) })); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	return a, nil
 }
 
@@ -288,11 +294,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.retained = retainable(routes)
 	}
 
-	a.events.StartRecordingToSink(a.o.Client.EventSink())
-	defer a.events.Shutdown()
-
 	g, ctx := errgroup.WithContext(ctx)
 	a.group, a.runCtx = g, ctx
+	g.Go(func() error { return a.recorder.Run(ctx) })
 	g.Go(func() error { return a.serveStatus(ctx) })
 	if a.o.HTTPAddr != "" {
 		g.Go(func() error { return a.serveHTTP(ctx) })

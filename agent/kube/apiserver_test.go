@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,8 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/record"
 
+	"weft.dev/weft/agent/events"
 	"weft.dev/weft/agent/kube"
 	"weft.dev/weft/agent/kube/clientset"
 	"weft.dev/weft/test/lab/controlplane"
@@ -75,7 +74,8 @@ func startControlPlane(t *testing.T) *controlplane.ControlPlane {
 // apiserver, through kube.New and through a wrapped clientset, which must
 // behave the same: lists by label and field selector, watches from a list's
 // version, the node status patch, the Lease life cycle with its conflicts and
-// preconditions, and an event recorder's create and patch of a Node's Event.
+// preconditions, and agent/events' create, merge patch and re-create of a
+// Node's Event.
 func TestAgainstAPIServer(t *testing.T) {
 	cp := startControlPlane(t)
 	admin := cp.Client()
@@ -215,7 +215,7 @@ func exercise(t *testing.T, admin kubernetes.Interface, c kube.Client, name stri
 	}
 
 	leases(ctx, t, c, ns, name, labels, mine)
-	events(ctx, t, admin, c, n)
+	recordEvents(ctx, t, admin, c, n)
 }
 
 // leases walks a Lease through create, get, update, list and delete with the
@@ -264,29 +264,61 @@ func leases(ctx context.Context, t *testing.T, c kube.Client, ns, name string, l
 	}
 }
 
-// events records the same Event about node twice through the client's sink:
-// the recorder creates it, then patches its count.
-func events(ctx context.Context, t *testing.T, admin kubernetes.Interface, c kube.Client, node *corev1.Node) {
-	b := record.NewBroadcaster(record.WithContext(ctx))
-	defer b.Shutdown()
-	b.StartRecordingToSink(c.EventSink())
-	rec := b.NewRecorder(kube.Scheme(), corev1.EventSource{Component: "weft-test"})
-	for count := int32(1); count <= 2; count++ {
-		rec.Event(node, corev1.EventTypeNormal, "WeftTest", "about "+node.Name)
+// recordEvents records the same Event about node through agent/events on the
+// client: the recorder creates it, then raises its count with a merge patch;
+// once the Event is deleted, the next repeat creates a fresh one.
+func recordEvents(ctx context.Context, t *testing.T, admin kubernetes.Interface, c kube.Client, node *corev1.Node) {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rec := events.New(events.Options{Sink: c, Scheme: kube.Scheme(), Component: "weft-test", Host: node.Name})
+	go func() { _ = rec.Run(rctx) }()
+	// wait returns the one WeftTest Event about node once it has count.
+	wait := func(count int32) corev1.Event {
+		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			l, err := admin.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + node.Name})
 			if err != nil {
 				t.Fatal(err)
 			}
-			i := slices.IndexFunc(l.Items, func(e corev1.Event) bool { return e.Reason == "WeftTest" })
-			if i >= 0 && l.Items[i].Count == count && l.Items[i].InvolvedObject.Kind == "Node" && l.Items[i].InvolvedObject.UID == node.UID {
-				break
+			var mine []corev1.Event
+			for _, e := range l.Items {
+				if e.Reason == "WeftTest" {
+					mine = append(mine, e)
+				}
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("event %d about %s not recorded within 30s: %+v", count, node.Name, l.Items)
+			if len(mine) == 1 && mine[0].Count == count {
+				return mine[0]
+			}
+			if time.Now().After(deadline) || len(mine) > 1 {
+				t.Fatalf("want one WeftTest event about %s with count %d within 30s, have %+v (dropped %d)", node.Name, count, mine, rec.Dropped())
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+	}
+	rec.Event(node, corev1.EventTypeNormal, "WeftTest", "about "+node.Name)
+	first := wait(1)
+	want := corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: node.Name, UID: node.UID, ResourceVersion: node.ResourceVersion}
+	if diff := cmp.Diff(want, first.InvolvedObject); diff != "" {
+		t.Errorf("involved object (-want +got):\n%s", diff)
+	}
+	if first.Source != (corev1.EventSource{Component: "weft-test", Host: node.Name}) || first.Type != corev1.EventTypeNormal {
+		t.Errorf("event source %+v, type %q", first.Source, first.Type)
+	}
+	rec.Event(node, corev1.EventTypeNormal, "WeftTest", "about "+node.Name)
+	second := wait(2)
+	if second.Name != first.Name || second.FirstTimestamp != first.FirstTimestamp || second.LastTimestamp.Before(&first.LastTimestamp) {
+		t.Errorf("repeat: event %s first %v last %v, want the patched %s first %v, last not before %v",
+			second.Name, second.FirstTimestamp, second.LastTimestamp, first.Name, first.FirstTimestamp, first.LastTimestamp)
+	}
+	if err := admin.CoreV1().Events(metav1.NamespaceDefault).Delete(ctx, first.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec.Event(node, corev1.EventTypeNormal, "WeftTest", "about "+node.Name)
+	if fresh := wait(1); fresh.Name == first.Name {
+		t.Errorf("repeat after the Event was deleted: %s again, want a fresh Event", fresh.Name)
+	}
+	if n := rec.Dropped(); n != 0 {
+		t.Errorf("recorder dropped %d events", n)
 	}
 }

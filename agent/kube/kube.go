@@ -32,7 +32,6 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/flowcontrol"
 )
 
@@ -58,9 +57,9 @@ type Client interface {
 	UpdateLease(ctx context.Context, namespace string, le *coordv1.Lease) (*coordv1.Lease, error)
 	DeleteLease(ctx context.Context, namespace, name string, opts metav1.DeleteOptions) error
 
-	// EventSink writes an event recorder's Events, each in its own
-	// namespace.
-	EventSink() record.EventSink
+	// CreateEvent and PatchEvent write agent/events' core/v1 Events.
+	CreateEvent(ctx context.Context, namespace string, e *corev1.Event) (*corev1.Event, error)
+	PatchEvent(ctx context.Context, namespace, name string, pt types.PatchType, data []byte) (*corev1.Event, error)
 }
 
 var scheme = newScheme()
@@ -75,8 +74,8 @@ func newScheme() *runtime.Scheme {
 }
 
 // Scheme is the scheme the client decodes with: core/v1 and
-// coordination.k8s.io/v1 (and meta/v1's types in both). An event recorder
-// resolves its objects' references with it. Callers must not add to it.
+// coordination.k8s.io/v1 (and meta/v1's types in both). agent/events
+// resolves its objects' kinds with it. Callers must not add to it.
 func Scheme() *runtime.Scheme { return scheme }
 
 type client struct {
@@ -237,23 +236,12 @@ func (c *client) DeleteLease(ctx context.Context, ns, name string, opts metav1.D
 	return on(c.coord.Delete(), "leases", ns).Name(name).Body(&opts).Do(ctx).Error()
 }
 
-func (c *client) EventSink() record.EventSink { return eventSink{c} }
-
-// eventSink writes each Event to its own namespace. record.EventSink carries
-// no context: the recorder bounds its own retries.
-type eventSink struct{ c *client }
-
-func (s eventSink) Create(e *corev1.Event) (*corev1.Event, error) {
+func (c *client) CreateEvent(ctx context.Context, ns string, e *corev1.Event) (*corev1.Event, error) {
 	out := &corev1.Event{}
-	return out, s.c.create(context.Background(), s.c.core, "events", e.Namespace, e, out)
+	return out, c.create(ctx, c.core, "events", ns, e, out)
 }
 
-func (s eventSink) Update(e *corev1.Event) (*corev1.Event, error) {
+func (c *client) PatchEvent(ctx context.Context, ns, name string, pt types.PatchType, data []byte) (*corev1.Event, error) {
 	out := &corev1.Event{}
-	return out, s.c.update(context.Background(), s.c.core, "events", e.Namespace, e.Name, e, out)
-}
-
-func (s eventSink) Patch(e *corev1.Event, data []byte) (*corev1.Event, error) {
-	out := &corev1.Event{}
-	return out, s.c.patch(context.Background(), s.c.core, "events", e.Namespace, e.Name, "", types.StrategicMergePatchType, data, metav1.PatchOptions{}, out)
+	return out, c.patch(ctx, c.core, "events", ns, name, "", pt, data, metav1.PatchOptions{}, out)
 }

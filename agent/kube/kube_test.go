@@ -91,12 +91,12 @@ func TestRequests(t *testing.T) {
 			request{Method: "PUT", Path: "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/" + le.Name, Accept: protoFirst, ContentType: proto}},
 		{"delete lease", func() error { return c.DeleteLease(ctx, "kube-system", le.Name, metav1.DeleteOptions{}) },
 			request{Method: "DELETE", Path: "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/" + le.Name, Accept: protoFirst, ContentType: proto}},
-		{"create event", func() error { _, err := c.EventSink().Create(ev); return err },
+		{"create event", func() error { _, err := c.CreateEvent(ctx, "default", ev); return err },
 			request{Method: "POST", Path: "/api/v1/namespaces/default/events", Accept: protoFirst, ContentType: proto}},
-		{"update event", func() error { _, err := c.EventSink().Update(ev); return err },
-			request{Method: "PUT", Path: "/api/v1/namespaces/default/events/n1.1", Accept: protoFirst, ContentType: proto}},
-		{"patch event", func() error { _, err := c.EventSink().Patch(ev, []byte("{}")); return err },
-			request{Method: "PATCH", Path: "/api/v1/namespaces/default/events/n1.1", Accept: protoFirst, ContentType: "application/strategic-merge-patch+json"}},
+		{"patch event", func() error {
+			_, err := c.PatchEvent(ctx, "default", ev.Name, types.MergePatchType, []byte("{}"))
+			return err
+		}, request{Method: "PATCH", Path: "/api/v1/namespaces/default/events/n1.1", Accept: protoFirst, ContentType: "application/merge-patch+json"}},
 	}
 	for _, tc := range calls {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,8 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/watchlist"
 
 	"weft.dev/weft/agent/kube"
@@ -94,6 +92,10 @@ func (c client) DeleteLease(ctx context.Context, ns, name string, opts metav1.De
 	return c.cs.CoordinationV1().Leases(ns).Delete(ctx, name, opts)
 }
 
-func (c client) EventSink() record.EventSink {
-	return &typedcorev1.EventSinkImpl{Interface: c.cs.CoreV1().Events("")}
+func (c client) CreateEvent(ctx context.Context, ns string, e *corev1.Event) (*corev1.Event, error) {
+	return c.cs.CoreV1().Events(ns).Create(ctx, e, metav1.CreateOptions{})
+}
+
+func (c client) PatchEvent(ctx context.Context, ns, name string, pt types.PatchType, data []byte) (*corev1.Event, error) {
+	return c.cs.CoreV1().Events(ns).Patch(ctx, name, pt, data, metav1.PatchOptions{})
 }
