@@ -385,13 +385,18 @@ func TestAgentBadConfigKeepsLastGood(t *testing.T) {
 }
 
 func TestAgentNotReadyUntilProgrammed(t *testing.T) {
-	h := start(t, kubeNode("node-a", "192.168.1.1", "10.244.1.0/24", ""), configMap(goodConfig))
+	h := start(t, kubeNode("node-a", "192.168.1.1", "10.244.1.0/24", ""),
+		kubeNode("node-b", "192.168.1.2", "10.244.2.0/24", "02:00:00:00:00:0b"), configMap(goodConfig))
 	h.dp.mu.Lock()
 	h.dp.fail = fmt.Errorf("netlink: operation not permitted")
 	h.dp.mu.Unlock()
 	h.eventually("a failed datapath pass", func() bool { return h.a.Status().LastError != "" })
 	if st := h.a.Status(); st.Ready {
 		t.Fatalf("ready although the datapath failed: %+v", st)
+	}
+	// The plan programs node-b, but the kernel holds nothing yet.
+	if got := testutil.ToFloat64(h.a.m.peersProgrammed); got != 0 {
+		t.Errorf("weft_peers_programmed = %v while every datapath pass failed, want 0", got)
 	}
 	if _, err := os.Stat(filepath.Join(h.dir, "net.d", cniconf.FileName)); !os.IsNotExist(err) {
 		t.Errorf("conflist written before the datapath was programmed: %v", err)
@@ -406,6 +411,9 @@ func TestAgentNotReadyUntilProgrammed(t *testing.T) {
 	h.eventually("ready after retry", func() bool { return h.a.Status().Ready })
 	if _, err := os.Stat(filepath.Join(h.dir, "net.d", cniconf.FileName)); err != nil {
 		t.Errorf("conflist after programming: %v", err)
+	}
+	if got := testutil.ToFloat64(h.a.m.peersProgrammed); got != 1 {
+		t.Errorf("weft_peers_programmed = %v after the datapath took node-b, want 1", got)
 	}
 }
 

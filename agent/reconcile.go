@@ -152,7 +152,7 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 	for _, pr := range res.Peers {
 		p.st.Peers = append(p.st.Peers, status.Peer(pr))
 	}
-	a.reportPeers(self, res.Peers)
+	programmed := a.reportPeers(self, res.Peers)
 
 	var gws []netip.Prefix
 	for i, gw := range res.Gateways {
@@ -169,9 +169,10 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 	}
 	dpErr := a.o.Datapath.Reconcile(ctx, res.Desired)
 	if dpErr != nil {
-		p.fail("datapath", dpErr)
+		p.fail("datapath", dpErr) // weft_peers_programmed keeps its last value
 	} else {
 		a.lastMode = cfg.Mode
+		a.m.peersProgrammed.Set(float64(programmed))
 	}
 	if dpErr == nil && !a.programmed {
 		a.log.Info("datapath programmed", "podCIDRs", pods, "peers", len(res.Peers))
@@ -255,8 +256,9 @@ func nodeRef(n *corev1.Node) *corev1.ObjectReference {
 }
 
 // reportPeers emits an Event on the own Node when a peer becomes pending or
-// its reason changes, and logs when it recovers.
-func (a *Agent) reportPeers(self *corev1.Node, peers []plan.Peer) {
+// its reason changes, and logs when it recovers. It returns how many peers
+// the plan programs; the caller publishes that once the datapath holds them.
+func (a *Agent) reportPeers(self *corev1.Node, peers []plan.Peer) int {
 	seen := map[string]bool{}
 	programmed := 0
 	for _, pr := range peers {
@@ -277,7 +279,7 @@ func (a *Agent) reportPeers(self *corev1.Node, peers []plan.Peer) {
 	}
 	maps.DeleteFunc(a.pending, func(k, _ string) bool { return !seen[k] })
 	a.m.peers.Set(float64(len(peers)))
-	a.m.peersProgrammed.Set(float64(programmed))
+	return programmed
 }
 
 // lease returns the pod CIDRs weft leased for this node.
