@@ -18,38 +18,32 @@ type counting struct {
 	writes atomic.Int64
 }
 
-func (c *counting) count() { c.writes.Add(1) }
+// counted counts one write and passes its result on.
+func (c *counting) counted(err error) error { c.writes.Add(1); return err }
+
 func (c *counting) SetDevice(ctx context.Context, d Device) error {
-	c.count()
-	return c.Kernel.SetDevice(ctx, d)
+	return c.counted(c.Kernel.SetDevice(ctx, d))
 }
 func (c *counting) DeleteDevice(ctx context.Context, n string) error {
-	c.count()
-	return c.Kernel.DeleteDevice(ctx, n)
+	return c.counted(c.Kernel.DeleteDevice(ctx, n))
 }
 func (c *counting) SetNeighbor(ctx context.Context, n Neighbor) error {
-	c.count()
-	return c.Kernel.SetNeighbor(ctx, n)
+	return c.counted(c.Kernel.SetNeighbor(ctx, n))
 }
 func (c *counting) DeleteNeighbor(ctx context.Context, n Neighbor) error {
-	c.count()
-	return c.Kernel.DeleteNeighbor(ctx, n)
+	return c.counted(c.Kernel.DeleteNeighbor(ctx, n))
 }
 func (c *counting) SetFDB(ctx context.Context, f FDBEntry) error {
-	c.count()
-	return c.Kernel.SetFDB(ctx, f)
+	return c.counted(c.Kernel.SetFDB(ctx, f))
 }
 func (c *counting) DeleteFDB(ctx context.Context, f FDBEntry) error {
-	c.count()
-	return c.Kernel.DeleteFDB(ctx, f)
+	return c.counted(c.Kernel.DeleteFDB(ctx, f))
 }
 func (c *counting) SetRoute(ctx context.Context, r Route, p int) error {
-	c.count()
-	return c.Kernel.SetRoute(ctx, r, p)
+	return c.counted(c.Kernel.SetRoute(ctx, r, p))
 }
 func (c *counting) DeleteRoute(ctx context.Context, r Route, p int) error {
-	c.count()
-	return c.Kernel.DeleteRoute(ctx, r, p)
+	return c.counted(c.Kernel.DeleteRoute(ctx, r, p))
 }
 
 // node is one lab "node": a namespace with an underlay veth eth1
