@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"weft.dev/weft/test/nstest"
+	"weft.dev/weft/test/poll"
 )
 
 // The speaker tests run several in-process speakers against each other.
@@ -74,34 +75,18 @@ func TestSpeakersInNamespace(t *testing.T) {
 		t.Skip("already inside the lab")
 	}
 	ns := nstest.New(t, "bgp")
-	// No dummy module on every kernel: a veth pair inside the namespace.
-	ns.MustRun(t, "ip", "link", "add", "lab0", "type", "veth", "peer", "name", "lab1")
-	ns.MustRun(t, "ip", "link", "set", "lab1", "up")
-	for i := 1; i <= 3; i++ {
-		ns.MustRun(t, "ip", "addr", "add", fmt.Sprintf("10.99.0.%d/24", i), "dev", "lab0")
-		ns.MustRun(t, "ip", "-6", "addr", "add", fmt.Sprintf("fd99::%d/64", i), "dev", "lab0", "nodad")
-	}
-	ns.MustRun(t, "ip", "link", "set", "lab0", "up")
-	runInNS(t, ns, "^TestSpeaker[A-Z]", nil)
+	ns.MustAddLink(t, "lab0", "lab1", labAddrs(3)...)
+	ns.RunTests(t, "^TestSpeaker[A-Z]", 10*time.Minute, envLab+"=ns")
 }
 
-// runInNS runs tests of this binary inside ns and fails t if they fail.
-func runInNS(t *testing.T, ns *nstest.NS, pattern string, env []string) {
-	t.Helper()
-	args := []string{"netns", "exec", ns.Name, os.Args[0], "-test.run", pattern, "-test.count=1", "-test.timeout=10m"}
-	if testing.Verbose() {
-		args = append(args, "-test.v")
+// labAddrs are the addresses 10.99.0.i/24 and fd99::i/64 for i in 1..n,
+// the lab link's in the namespace.
+func labAddrs(n int) []string {
+	var out []string
+	for i := 1; i <= n; i++ {
+		out = append(out, fmt.Sprintf("10.99.0.%d/24", i), fmt.Sprintf("fd99::%d/64", i))
 	}
-	cmd := exec.Command("ip", args...)
-	cmd.Env = append(append(os.Environ(), envLab+"=ns"), env...)
-	out, err := cmd.CombinedOutput()
-	t.Logf("inside %s:\n%s", ns.Name, out)
-	if err != nil {
-		t.Fatalf("tests inside %s failed: %v", ns.Name, err)
-	}
-	if !strings.Contains(string(out), "PASS") {
-		t.Fatalf("tests inside %s did not report PASS", ns.Name)
-	}
+	return out
 }
 
 func freePort(t *testing.T, a netip.Addr) int {
@@ -234,21 +219,7 @@ func ctxT(t *testing.T) context.Context {
 // eventually polls cond every 50 ms until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, state)
-		case <-tick.C:
-		}
-	}
+	poll.Until(t, timeout, 50*time.Millisecond, what, cond)
 }
 
 func (n *node) peerState(t *testing.T, peer netip.Addr) (PeerStatus, bool) {

@@ -39,7 +39,7 @@ func TestRouters(t *testing.T) {
 				ns.MustRun(t, "ip", "-6", "addr", "add", fmt.Sprintf("fd98::%d/64", i+1), "dev", "eth0", "nodad")
 				ns.MustRun(t, "ip", "link", "set", "eth0", "up")
 			}
-			runInNS(t, us, "^TestRouterPeer$", []string{envRouter + "=" + kind + ":" + router.Name})
+			us.RunTests(t, "^TestRouterPeer$", 10*time.Minute, envLab+"=ns", envRouter+"="+kind+":"+router.Name)
 		})
 	}
 }

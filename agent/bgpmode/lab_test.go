@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"weft.dev/weft/bgp"
 	"weft.dev/weft/overlay"
 	"weft.dev/weft/test/nstest"
+	"weft.dev/weft/test/poll"
 )
 
 // The controller tests run three Controllers (nodes 10.99.0.1-3) and two
@@ -30,27 +30,12 @@ func TestControllersInNamespace(t *testing.T) {
 	}
 	nstest.RequireRoot(t)
 	ns := nstest.New(t, "bgm")
-	ns.MustRun(t, "ip", "link", "add", "lab0", "type", "veth", "peer", "name", "lab1")
-	ns.MustRun(t, "ip", "link", "set", "lab1", "up")
+	var addrs []string
 	for i := 1; i <= 5; i++ {
-		ns.MustRun(t, "ip", "addr", "add", fmt.Sprintf("10.99.0.%d/24", i), "dev", "lab0")
-		ns.MustRun(t, "ip", "-6", "addr", "add", fmt.Sprintf("fd99::%d/64", i), "dev", "lab0", "nodad")
+		addrs = append(addrs, fmt.Sprintf("10.99.0.%d/24", i), fmt.Sprintf("fd99::%d/64", i))
 	}
-	ns.MustRun(t, "ip", "link", "set", "lab0", "up")
-	args := []string{"netns", "exec", ns.Name, os.Args[0], "-test.run", "^TestLab", "-test.count=1", "-test.timeout=5m"}
-	if testing.Verbose() {
-		args = append(args, "-test.v")
-	}
-	cmd := exec.Command("ip", args...)
-	cmd.Env = append(os.Environ(), envLab+"=ns")
-	out, err := cmd.CombinedOutput()
-	t.Logf("inside %s:\n%s", ns.Name, out)
-	if err != nil {
-		t.Fatalf("tests inside %s failed: %v", ns.Name, err)
-	}
-	if !strings.Contains(string(out), "PASS") {
-		t.Fatalf("tests inside %s did not report PASS", ns.Name)
-	}
+	ns.MustAddLink(t, "lab0", "lab1", addrs...)
+	ns.RunTests(t, "^TestLab", 5*time.Minute, envLab+"=ns")
 }
 
 func requireLab(t *testing.T) {
@@ -154,21 +139,7 @@ func (lc *labController) keepUpdating(t *testing.T, cfg func() config.BGPConfig,
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %s waiting for %s; last state:\n%s", timeout, what, state)
-		case <-tick.C:
-		}
-	}
+	poll.Until(t, timeout, 100*time.Millisecond, what, cond)
 }
 
 func (lc *labController) waitRoutes(t *testing.T, timeout time.Duration, want string) {

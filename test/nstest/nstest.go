@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 
@@ -116,4 +117,45 @@ func (ns *NS) Do(fn func() error) error { return nsrun.In(ns.Path, fn) }
 // Handle opens a handle on the namespace; the caller closes it.
 func (ns *NS) Handle() (netns.NsHandle, error) {
 	return netns.GetFromPath(ns.Path)
+}
+
+// MustAddLink adds a veth link name whose peer stays in the namespace (up,
+// as the kernel has no dummy links), puts addrs (CIDR notation, IPv6
+// without duplicate address detection) on name and sets it up. It fails t
+// on error.
+func (ns *NS) MustAddLink(t testing.TB, name, peer string, addrs ...string) {
+	t.Helper()
+	ns.MustRun(t, "ip", "link", "add", name, "type", "veth", "peer", "name", peer)
+	ns.MustRun(t, "ip", "link", "set", peer, "up")
+	for _, a := range addrs {
+		args := []string{"addr", "add", a, "dev", name}
+		if strings.Contains(a, ":") {
+			args = append(args, "nodad")
+		}
+		ns.MustRun(t, "ip", args...)
+	}
+	ns.MustRun(t, "ip", "link", "set", name, "up")
+}
+
+// RunTests re-runs the tests of this test binary matching pattern inside
+// the namespace, with env added to the environment, and fails t unless
+// they pass. For tests that cannot pin every goroutine into a namespace
+// (GoBGP dials from its own): the caller marks the inner run through env
+// so it does not recurse.
+func (ns *NS) RunTests(t testing.TB, pattern string, timeout time.Duration, env ...string) {
+	t.Helper()
+	args := []string{"netns", "exec", ns.Name, os.Args[0], "-test.run", pattern, "-test.count=1", "-test.timeout=" + timeout.String()}
+	if testing.Verbose() {
+		args = append(args, "-test.v")
+	}
+	cmd := exec.Command("ip", args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("inside %s:\n%s", ns.Name, out)
+	if err != nil {
+		t.Fatalf("tests inside %s failed: %v", ns.Name, err)
+	}
+	if !strings.Contains(string(out), "PASS") {
+		t.Fatalf("tests inside %s did not report PASS", ns.Name)
+	}
 }
