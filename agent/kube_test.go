@@ -19,7 +19,9 @@ import (
 	"weft.dev/weft/agent/kube"
 	"weft.dev/weft/agent/lease"
 	"weft.dev/weft/test/lab/controlplane"
+	"weft.dev/weft/test/lab/controlplane/cptest"
 	"weft.dev/weft/test/nstest"
+	"weft.dev/weft/test/poll"
 )
 
 // startControlPlane runs a real etcd + kube-apiserver + kube-controller-manager
@@ -31,36 +33,13 @@ func startControlPlane(t *testing.T, allocate bool) *controlplane.ControlPlane {
 	if testing.Short() {
 		t.Skip("skipped in -short: starts a real control plane")
 	}
-	bin := os.Getenv("WEFT_K8S_BIN")
-	if bin == "" {
-		var err error
-		if bin, err = controlplane.DefaultBinDir(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if m := controlplane.MissingBinaries(bin, "/usr/bin/etcd"); len(m) > 0 {
-		t.Skipf("skipped: Kubernetes binaries missing (%s); build them with `make k8s`", strings.Join(m, ", "))
-	}
-	ns := nstest.New(t, "agcp")
-	ns.MustRun(t, "ip", "link", "add", "ul0", "type", "veth", "peer", "name", "ul1")
-	ns.MustRun(t, "ip", "link", "set", "ul1", "up")
-	ns.MustRun(t, "ip", "link", "set", "ul0", "up")
-	ns.MustRun(t, "ip", "addr", "add", "192.168.250.1/24", "dev", "ul0")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Config{
-		Netns: ns.Name, Addr: netip.MustParseAddr("192.168.250.1"), Dir: filepath.Join(t.TempDir(), "cp"),
+	cp := cptest.Start(t, "agcp", controlplane.Config{
+		Addr:         netip.MustParseAddr("192.168.250.1"),
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, AllocateNodeCIDRs: allocate,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	if err != nil {
-		t.Fatalf("start control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	root, err := repoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -136,17 +115,7 @@ func (r *realAgent) stop() {
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, detail)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	poll.Until(t, timeout, 100*time.Millisecond, what, cond)
 }
 
 // TestAgentAgainstAPIServer runs three agents against a real apiserver with

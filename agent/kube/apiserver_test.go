@@ -6,9 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,6 +24,7 @@ import (
 	"weft.dev/weft/agent/kube"
 	"weft.dev/weft/agent/kube/clientset"
 	"weft.dev/weft/test/lab/controlplane"
+	"weft.dev/weft/test/lab/controlplane/cptest"
 	"weft.dev/weft/test/nstest"
 )
 
@@ -38,36 +36,10 @@ func startControlPlane(t *testing.T) *controlplane.ControlPlane {
 	if testing.Short() {
 		t.Skip("skipped in -short: starts a real control plane")
 	}
-	bin := os.Getenv("WEFT_K8S_BIN")
-	if bin == "" {
-		var err error
-		if bin, err = controlplane.DefaultBinDir(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if m := controlplane.MissingBinaries(bin, "/usr/bin/etcd"); len(m) > 0 {
-		t.Skipf("skipped: Kubernetes binaries missing (%s); build them with `make k8s`", strings.Join(m, ", "))
-	}
-	ns := nstest.New(t, "kube")
-	ns.MustRun(t, "ip", "link", "add", "ul0", "type", "veth", "peer", "name", "ul1")
-	ns.MustRun(t, "ip", "link", "set", "ul1", "up")
-	ns.MustRun(t, "ip", "link", "set", "ul0", "up")
-	ns.MustRun(t, "ip", "addr", "add", "192.168.251.1/24", "dev", "ul0")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Config{
-		Netns: ns.Name, Addr: netip.MustParseAddr("192.168.251.1"), Dir: filepath.Join(t.TempDir(), "cp"),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	return cptest.Start(t, "kube", controlplane.Config{
+		Addr: netip.MustParseAddr("192.168.251.1"),
+		Log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	if err != nil {
-		t.Fatalf("start control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
-	return cp
 }
 
 // TestAgainstAPIServer runs every call of kube.Client against a real

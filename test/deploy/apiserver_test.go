@@ -21,7 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"weft.dev/weft/test/lab/controlplane"
-	"weft.dev/weft/test/nstest"
+	"weft.dev/weft/test/lab/controlplane/cptest"
 )
 
 const nodeNameKey = "authentication.kubernetes.io/node-name"
@@ -31,36 +31,11 @@ const nodeNameKey = "authentication.kubernetes.io/node-name"
 // 192.0.2.10, and stops it in t.Cleanup.
 func startControlPlane(t *testing.T) *controlplane.ControlPlane {
 	t.Helper()
-	nstest.RequireRoot(t)
-	binDir := k8sBinDir(t)
-	if m := controlplane.MissingBinaries(binDir, "/usr/bin/etcd"); len(m) > 0 {
-		t.Skipf("skipped: Kubernetes binaries missing (%s); build them with `make k8s` (etcd: `make deps`)",
-			strings.Join(m, ", "))
-	}
-	ns := nstest.New(t, "dp")
-	ns.MustRun(t, "ip", "link", "add", "ul0", "type", "veth", "peer", "name", "ul1")
-	ns.MustRun(t, "ip", "link", "set", "ul1", "up")
-	ns.MustRun(t, "ip", "link", "set", "ul0", "up")
-	ns.MustRun(t, "ip", "addr", "add", "192.0.2.10/24", "dev", "ul0")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Config{
-		Netns:             ns.Name,
+	return cptest.Start(t, "dp", controlplane.Config{
 		Addr:              netip.MustParseAddr("192.0.2.10"),
-		Dir:               filepath.Join(t.TempDir(), "cp"),
-		BinDir:            binDir,
 		ClusterCIDRs:      []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
 		AllocateNodeCIDRs: true,
 	})
-	if err != nil {
-		t.Fatalf("start control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stop control plane: %v", err)
-		}
-	})
-	return cp
 }
 
 // clientFor loads a kubeconfig written for processes in the lab namespace

@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/yaml"
 
-	"weft.dev/weft/test/lab/controlplane"
+	"weft.dev/weft/test/lab/controlplane/cptest"
 )
 
 // repoRoot is the repository root (two levels above this package).
@@ -33,22 +33,10 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-func k8sBinDir(t *testing.T) string {
-	t.Helper()
-	if d := os.Getenv("WEFT_K8S_BIN"); d != "" {
-		return d
-	}
-	d, err := controlplane.DefaultBinDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 // kubectl returns the lab's kubectl or skips.
 func kubectl(t *testing.T) string {
 	t.Helper()
-	p := filepath.Join(k8sBinDir(t), "kubectl")
+	p := filepath.Join(cptest.BinDir(t), "kubectl")
 	if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
 		t.Skipf("skipped: %s missing; build it with `make k8s`", p)
 	}

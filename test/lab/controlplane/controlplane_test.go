@@ -51,16 +51,7 @@ func requireBinaries(t *testing.T) string {
 func underlay(t *testing.T, addrs ...string) *nstest.NS {
 	t.Helper()
 	ns := nstest.New(t, "cp")
-	ns.MustRun(t, "ip", "link", "add", "ul0", "type", "veth", "peer", "name", "ul1")
-	ns.MustRun(t, "ip", "link", "set", "ul1", "up")
-	ns.MustRun(t, "ip", "link", "set", "ul0", "up")
-	for _, a := range addrs {
-		args := []string{"addr", "add", a, "dev", "ul0"}
-		if strings.Contains(a, ":") {
-			args = append(args, "nodad")
-		}
-		ns.MustRun(t, "ip", args...)
-	}
+	ns.MustAddLink(t, "ul0", "ul1", addrs...)
 	return ns
 }
 
