@@ -23,10 +23,7 @@ import (
 // every pod reaches every pod on another node, across the router too, over
 // IPv4 and IPv6.
 func TestBGPCrossSubnet(t *testing.T) {
-	requireK8s(t)
-	requireAgentBuilt(t)
-	l := up(t, topology("cross-subnet-bgp.clab.yml"), "bx")
-	bgpLogsOnFailure(t, l)
+	l := upBGP(t, topology("cross-subnet-bgp.clab.yml"), "bx")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	weft := l.Topo.NodesOf(lab.KindWeft)
@@ -74,26 +71,7 @@ func TestBGPCrossSubnet(t *testing.T) {
 			t.Fatalf("%s: pod CIDRs %v, want one per family", n.Name, cidrs[n.Name])
 		}
 	}
-	eventually(t, 30*time.Second, "the router holds every pod CIDR via its node", func() error {
-		v4, v6 := frrTable(t, ctx, l, "router", "ipv4"), frrTable(t, ctx, l, "router", "ipv6")
-		var bad []string
-		for _, n := range weft {
-			for _, c := range cidrs[n.Name] {
-				tb := v4
-				if c.Addr().Is6() {
-					tb = v6
-				}
-				want := bgpNodeAddr(n, c.Addr().Is4())
-				if got := tb.nextHops(c.String()); !slices.Equal(got, []string{want}) {
-					bad = append(bad, fmt.Sprintf("%s (%s): next hops %v, want [%s]", c, n.Name, got, want))
-				}
-			}
-		}
-		if len(bad) > 0 {
-			return fmt.Errorf("%s", strings.Join(bad, "; "))
-		}
-		return nil
-	})
+	frrWaitPodCIDRs(t, ctx, l, "router", "the router holds every pod CIDR via its node", weft, cidrs)
 	// Every node routes every other node's pod CIDRs via the router's
 	// address in its own subnet: one hop on its link, also for the nodes
 	// behind the router.
@@ -143,10 +121,7 @@ func TestBGPCrossSubnet(t *testing.T) {
 // withdraws the prefix the route keeps only the other next hop, and gets both
 // back when it announces it again.
 func TestBGPECMP(t *testing.T) {
-	requireK8s(t)
-	requireAgentBuilt(t)
-	l := up(t, topology("bgp-ecmp.clab.yml"), "be")
-	bgpLogsOnFailure(t, l)
+	l := upBGP(t, topology("bgp-ecmp.clab.yml"), "be")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	const r1, r2 = "172.30.8.2", "172.30.8.3"

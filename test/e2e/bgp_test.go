@@ -10,11 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,10 +30,7 @@ import (
 // session is established, the VXLAN device goes and comes back, and the
 // connectivity gap of each switch is measured.
 func TestBGPMesh(t *testing.T) {
-	requireK8s(t)
-	requireAgentBuilt(t)
-	l := up(t, topology("vxlan-3node.clab.yml"), "bm")
-	bgpLogsOnFailure(t, l)
+	l := upBGP(t, topology("vxlan-3node.clab.yml"), "bm")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	weft := l.Topo.NodesOf(lab.KindWeft)
@@ -45,7 +39,7 @@ func TestBGPMesh(t *testing.T) {
 	bgpMatrix(t, ctx, l, pods)
 
 	// vxlan → bgp under a 100 Hz ping node1 → node2.
-	fl := bgpStartPing(t, ctx, l, pods[0], pods[1].IPs[0])
+	fl := startFlood(t, ctx, l, pods[0], pods[1].IPs[0])
 	time.Sleep(time.Second) // a baseline before the switch
 	if err := l.SetMode(ctx, "bgp"); err != nil {
 		t.Fatal(err)
@@ -54,7 +48,7 @@ func TestBGPMesh(t *testing.T) {
 	bgpWaitMode(t, ctx, l, "bgp", 60*time.Second)
 	t.Logf("vxlan → bgp: every agent ready with every peer routed over BGP %s after the ConfigMap update", time.Since(t0).Round(time.Millisecond))
 	time.Sleep(2 * time.Second) // the tail of the gap, if any, is counted
-	gapUp := fl.stop(t)
+	gapUp := fl.stopGap(t)
 	t.Logf("vxlan → bgp connectivity gap: %s", gapUp)
 
 	weftctl := bgpBuildWeftctl(t)
@@ -94,7 +88,7 @@ func TestBGPMesh(t *testing.T) {
 	bgpMatrix(t, ctx, l, pods)
 
 	// bgp → vxlan.
-	fl = bgpStartPing(t, ctx, l, pods[0], pods[1].IPs[0])
+	fl = startFlood(t, ctx, l, pods[0], pods[1].IPs[0])
 	time.Sleep(time.Second)
 	if err := l.SetMode(ctx, "vxlan"); err != nil {
 		t.Fatal(err)
@@ -103,7 +97,7 @@ func TestBGPMesh(t *testing.T) {
 	bgpWaitMode(t, ctx, l, "vxlan", 60*time.Second)
 	t.Logf("bgp → vxlan: every agent ready with every peer over VXLAN %s after the ConfigMap update", time.Since(t0).Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
-	gapDown := fl.stop(t)
+	gapDown := fl.stopGap(t)
 	t.Logf("bgp → vxlan connectivity gap: %s", gapDown)
 	for _, n := range weft {
 		routes := bgpKernelRoutes(t, ctx, l, n.Name)
@@ -121,6 +115,18 @@ func TestBGPMesh(t *testing.T) {
 			t.Errorf("%s: connectivity gap %s, want < 3s", what, gap)
 		}
 	}
+}
+
+// upBGP brings up a lab from a topology file for a bgp-mode test: it skips
+// unless the Kubernetes binaries and weft-agent are built, and prints the
+// agents' logs when the test fails.
+func upBGP(t *testing.T, file, tag string) *lab.Lab {
+	t.Helper()
+	requireK8s(t)
+	requireAgentBuilt(t)
+	l := up(t, file, tag)
+	bgpLogsOnFailure(t, l)
+	return l
 }
 
 func requireAgentBuilt(t *testing.T) {
@@ -200,58 +206,6 @@ func bgpMatrix(t *testing.T, ctx context.Context, l *lab.Lab, pods []lab.Pod) {
 	if total == 0 {
 		t.Error("pod matrix: no pairs")
 	}
-}
-
-// bgpPing is a ~100 Hz ping running in the background.
-type bgpPing struct {
-	cmd      *exec.Cmd
-	out      strings.Builder
-	from, to string
-	start    time.Time
-}
-
-func bgpStartPing(t *testing.T, ctx context.Context, l *lab.Lab, src lab.Pod, dst fmt.Stringer) *bgpPing {
-	t.Helper()
-	f := &bgpPing{from: src.Node + "/" + src.Name, to: dst.String()}
-	// -i 0.01 sends only about 60 a second here (timer granularity);
-	// 0.007 gives about 100.
-	cmd, err := l.Command(ctx, f.from, "ping", "-n", "-q", "-i", "0.007", "-W", "1", f.to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = &f.out, &f.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.cmd, f.start = cmd, time.Now()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	return f
-}
-
-var bgpPingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
-
-// stop interrupts the ping and returns the gap it saw: packets lost times
-// the mean interval between packets.
-func (f *bgpPing) stop(t *testing.T) time.Duration {
-	t.Helper()
-	_ = f.cmd.Process.Signal(syscall.SIGINT)
-	_ = f.cmd.Wait()
-	took := time.Since(f.start)
-	m := bgpPingSummary.FindStringSubmatch(f.out.String())
-	if m == nil {
-		t.Fatalf("%s -> %s: no ping summary:\n%s", f.from, f.to, f.out.String())
-	}
-	sent, _ := strconv.Atoi(m[1])
-	got, _ := strconv.Atoi(m[2])
-	if sent < 100 {
-		t.Fatalf("%s -> %s: only %d sent in %s", f.from, f.to, sent, took)
-	}
-	interval := took / time.Duration(sent)
-	gap := time.Duration(sent-got) * interval
-	t.Logf("%s -> %s: %d sent in %s (%.0f/s), %d received, %d lost = %s gap (%d × 10 ms = %s)", f.from, f.to, sent,
-		took.Round(time.Millisecond), float64(sent)/took.Seconds(), got, sent-got, gap.Round(time.Millisecond),
-		sent-got, time.Duration(sent-got)*10*time.Millisecond)
-	return gap
 }
 
 func bgpBuildWeftctl(t *testing.T) string {
@@ -390,6 +344,32 @@ func (tb frrBGP) nextHops(prefix string) []string {
 	return slices.Compact(out)
 }
 
+// frrWaitPodCIDRs waits until FRR on router holds each node's pod CIDRs in
+// cidrs with that node as the only next hop; what names the wait.
+func frrWaitPodCIDRs(t *testing.T, ctx context.Context, l *lab.Lab, router, what string, weft []lab.Node, cidrs map[string][]netip.Prefix) {
+	t.Helper()
+	eventually(t, 30*time.Second, what, func() error {
+		v4, v6 := frrTable(t, ctx, l, router, "ipv4"), frrTable(t, ctx, l, router, "ipv6")
+		var bad []string
+		for _, n := range weft {
+			for _, c := range cidrs[n.Name] {
+				tb := v4
+				if c.Addr().Is6() {
+					tb = v6
+				}
+				want := bgpNodeAddr(n, c.Addr().Is4())
+				if got := tb.nextHops(c.String()); !slices.Equal(got, []string{want}) {
+					bad = append(bad, fmt.Sprintf("%s (%s): next hops %v, want [%s]", c, n.Name, got, want))
+				}
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%s", strings.Join(bad, "; "))
+		}
+		return nil
+	})
+}
+
 // TestBGPFRR runs bgp-frr-rr with the nodes peering only with the FRR
 // top-of-rack router (nodeMesh off): FRR holds every node's pod CIDRs via
 // the node, pods reach each other across nodes (v4+v6) through routes FRR
@@ -397,10 +377,7 @@ func (tb frrBGP) nextHops(prefix string) []string {
 // LoadBalancer Service's address is announced and withdrawn, and a kill -9
 // of an agent under a 100 Hz ping keeps every route (graceful restart).
 func TestBGPFRR(t *testing.T) {
-	requireK8s(t)
-	requireAgentBuilt(t)
-	l := up(t, topology("bgp-frr-rr.clab.yml"), "bf")
-	bgpLogsOnFailure(t, l)
+	l := upBGP(t, topology("bgp-frr-rr.clab.yml"), "bf")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	weft := l.Topo.NodesOf(lab.KindWeft)
@@ -422,26 +399,7 @@ func TestBGPFRR(t *testing.T) {
 	for _, n := range weft {
 		cidrs[n.Name] = bgpPodCIDRs(t, ctx, l, n.Name)
 	}
-	eventually(t, 30*time.Second, "FRR holds every pod CIDR via its node", func() error {
-		v4, v6 := frrTable(t, ctx, l, "tor", "ipv4"), frrTable(t, ctx, l, "tor", "ipv6")
-		var bad []string
-		for _, n := range weft {
-			for _, c := range cidrs[n.Name] {
-				tb := v4
-				if c.Addr().Is6() {
-					tb = v6
-				}
-				want := bgpNodeAddr(n, c.Addr().Is4())
-				if got := tb.nextHops(c.String()); !slices.Equal(got, []string{want}) {
-					bad = append(bad, fmt.Sprintf("%s (%s): next hops %v, want [%s]", c, n.Name, got, want))
-				}
-			}
-		}
-		if len(bad) > 0 {
-			return fmt.Errorf("%s", strings.Join(bad, "; "))
-		}
-		return nil
-	})
+	frrWaitPodCIDRs(t, ctx, l, "tor", "FRR holds every pod CIDR via its node", weft, cidrs)
 	for _, n := range weft {
 		st := bgpStatus(t, ctx, weftctl, l, n.Name)
 		if len(st.Peers) != 1 || st.Peers[0].Address.String() != "172.30.2.1" || !st.Peers[0].Up {
@@ -578,7 +536,7 @@ func TestBGPFRR(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = mon.Process.Kill() })
 		time.Sleep(200 * time.Millisecond) // subscribed
-		fl := bgpStartPing(t, ctx, l, pods[0], pods[1].IPs[0])
+		fl := startFlood(t, ctx, l, pods[0], pods[1].IPs[0])
 		time.Sleep(time.Second)
 		if err := l.AgentKill(victim); err != nil {
 			t.Fatal(err)
@@ -612,7 +570,7 @@ func TestBGPFRR(t *testing.T) {
 		})
 		t.Logf("%s: agent restarted; session established and routes re-advertised (not stale on FRR) %s after the start", victim, back.Round(time.Millisecond))
 		time.Sleep(time.Second)
-		gap := fl.stop(t)
+		gap := fl.stopGap(t)
 		if gap != 0 {
 			t.Errorf("%s -> %s across the restart of %s's agent: %s gap, want no loss", pods[0].Name, pods[1].Name, victim, gap)
 		}
@@ -708,10 +666,7 @@ func sum(m map[bgp.Reason]int) int {
 // route reflector: BIRD holds every node's pod CIDR via that node and pods
 // reach each other across nodes through the routes it reflects.
 func TestBGPBIRD(t *testing.T) {
-	requireK8s(t)
-	requireAgentBuilt(t)
-	l := up(t, topology("bgp-bird.clab.yml"), "bb")
-	bgpLogsOnFailure(t, l)
+	l := upBGP(t, topology("bgp-bird.clab.yml"), "bb")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	weft := l.Topo.NodesOf(lab.KindWeft)

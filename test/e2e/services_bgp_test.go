@@ -32,11 +32,8 @@ func requireKubeProxy(t *testing.T) {
 // hairpin, NodePort from the outside host, pod → outside masqueraded by
 // weft, and agent restarts under 20 requests/s lose no request.
 func TestServicesBGPMesh(t *testing.T) {
-	requireK8s(t)
 	requireKubeProxy(t)
-	requireAgentBuilt(t)
-	l := up(t, topology("vxlan-3node.clab.yml"), "sbm")
-	bgpLogsOnFailure(t, l)
+	l := upBGP(t, topology("vxlan-3node.clab.yml"), "sbm")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -51,56 +48,7 @@ func TestServicesBGPMesh(t *testing.T) {
 		}
 	}
 
-	const port = 8080
-	web := map[string]lab.Pod{}
-	cli := map[string]lab.Pod{}
-	for _, n := range nodes {
-		var err error
-		if web[n], err = l.PodAdd(ctx, n, "web"); err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Serve(ctx, n+"/web", port); err != nil {
-			t.Fatal(err)
-		}
-		if cli[n], err = l.PodAdd(ctx, n, "cli"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := l.Serve(ctx, "outside", port); err != nil {
-		t.Fatal(err)
-	}
-	others := func(n string) []string {
-		return slices.DeleteFunc(slices.Clone(nodes), func(o string) bool { return o == n })
-	}
-	clusterIP := map[string]netip.Addr{}
-	for _, n := range nodes {
-		o := others(n)
-		svc, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "not-" + n, Port: 80, TargetPort: port,
-			Backends: []lab.Pod{web[o[0]], web[o[1]]}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ips, err := lab.ServiceIPs(svc)
-		if err != nil || len(ips) == 0 {
-			t.Fatalf("service %s: cluster IPs %v, %v", svc.Name, ips, err)
-		}
-		clusterIP[n] = ips[0]
-	}
-	self, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "self", Port: 80, TargetPort: port, Backends: []lab.Pod{web["node1"]}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	selfIP := netip.MustParseAddr(self.Spec.ClusterIP)
-	np, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "np", Type: corev1.ServiceTypeNodePort, Port: 80, TargetPort: port,
-		Backends: []lab.Pod{web["node2"]}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodePort := np.Spec.Ports[0].NodePort
-	outside, _ := l.Topo.Node("outside")
-	outsideIP := outside.NodeAddrs()[0]
-	node1, _ := l.Topo.Node("node1")
-	node1IP := node1.NodeAddrs()[0]
+	s := newSvcLab(t, ctx, l)
 
 	for _, mode := range []string{lab.ProxyIPTables, lab.ProxyNFTables} {
 		t.Run(mode, func(t *testing.T) {
@@ -111,97 +59,15 @@ func TestServicesBGPMesh(t *testing.T) {
 			t.Logf("kube-proxy %s healthy on %d nodes in %s (weft in bgp mode)", mode, len(nodes), time.Since(t0).Round(time.Millisecond))
 			checkProxyRules(t, ctx, l, mode)
 
-			t.Run("ClusterIP across nodes, client address kept", func(t *testing.T) {
-				for _, n := range nodes {
-					url := fmt.Sprintf("http://%s/", clusterIP[n])
-					eventually(t, 20*time.Second, "first request to "+url, func() error {
-						_, err := fetchAllOK(ctx, l, n+"/cli", url, 1)
-						return err
-					})
-					res, err := l.Fetch(ctx, n+"/cli", url, lab.FetchOptions{Count: 100})
-					if err != nil {
-						t.Fatal(err)
-					}
-					by, failed := lab.Spread(res)
-					o := others(n)
-					t.Logf("from %s/cli to %s: %s / %s = %d / %d, failed %d", n, url, o[0], o[1],
-						by[o[0]+"/web"], by[o[1]+"/web"], failed)
-					if failed > 0 || len(res) != 100 {
-						t.Errorf("from %s/cli: %d of %d requests failed: %s", n, failed, len(res), firstErr(res))
-					}
-					for _, b := range o {
-						if by[b+"/web"] == 0 {
-							t.Errorf("from %s/cli: backend %s/web never answered (spread %v)", n, b, by)
-						}
-					}
-					if len(by) != 2 {
-						t.Errorf("from %s/cli: answers from %v, want only %v", n, by, o)
-					}
-					seen := clientAddrs(t, res)
-					if want := cli[n].IPs[0]; len(seen) != 1 || seen[0] != want {
-						t.Errorf("from %s/cli (%s): backends saw clients %v, want only the pod's own address", n, want, seen)
-					}
-				}
-			})
-
-			t.Run("hairpin", func(t *testing.T) {
-				url := fmt.Sprintf("http://%s/", selfIP)
-				var res []lab.FetchResult
-				eventually(t, 20*time.Second, "hairpin "+url, func() error {
-					var err error
-					res, err = fetchAllOK(ctx, l, "node1/web", url, 10)
-					return err
-				})
-				for _, r := range res {
-					if r.Echo.Server != "node1/web" {
-						t.Errorf("hairpin answered by %s", r.Echo.Server)
-					}
-				}
-				t.Logf("node1/web -> %s -> node1/web: 10 of 10 answered, client seen as %v", url, clientAddrs(t, res))
-			})
-
-			t.Run("NodePort from the outside host", func(t *testing.T) {
-				url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(node1IP, uint16(nodePort)))
-				var res []lab.FetchResult
-				eventually(t, 20*time.Second, "outside -> "+url, func() error {
-					var err error
-					res, err = fetchAllOK(ctx, l, "outside", url, 20)
-					return err
-				})
-				seen := clientAddrs(t, res)
-				t.Logf("outside -> %s -> node2/web: 20 of 20 answered, backend saw %v", url, seen)
-				for _, r := range res {
-					if r.Echo.Server != "node2/web" {
-						t.Errorf("NodePort answered by %s, want node2/web", r.Echo.Server)
-					}
-				}
-				if slices.Contains(seen, outsideIP) {
-					t.Errorf("backend on another node saw the outside host's own address %s: no masquerade", outsideIP)
-				}
-			})
-
-			t.Run("pod to outside masqueraded by weft", func(t *testing.T) {
-				before := weftPostrouting(t, ctx, l, "node1")
-				res, err := fetchAllOK(ctx, l, "node1/cli", fmt.Sprintf("http://%s/", netip.AddrPortFrom(outsideIP, port)), 20)
-				if err != nil {
-					t.Fatal(err)
-				}
-				after := weftPostrouting(t, ctx, l, "node1")
-				seen := clientAddrs(t, res)
-				t.Logf("node1/cli -> outside: 20 of 20 answered, outside saw %v; WEFT-POSTROUTING MASQUERADE +%d packets",
-					seen, after.masq-before.masq)
-				if len(seen) != 1 || seen[0] != node1IP {
-					t.Errorf("outside saw clients %v, want only node1's address %s", seen, node1IP)
-				}
-				if d := after.masq - before.masq; d < 20 {
-					t.Errorf("weft's MASQUERADE counted %d packets for 20 connections to the outside, want >= 20", d)
-				}
-			})
+			t.Run("ClusterIP across nodes, client address kept", func(t *testing.T) { s.checkClusterIP(t, ctx) })
+			t.Run("hairpin", func(t *testing.T) { s.checkHairpin(t, ctx) })
+			t.Run("NodePort from the outside host", func(t *testing.T) { s.checkNodePort(t, ctx) })
+			t.Run("pod to outside masqueraded by weft", func(t *testing.T) { s.checkPodToOutside(t, ctx) })
 
 			// Graceful restart (on by default) keeps the peers' routes to
 			// a restarting node's pods.
 			t.Run("agent restarts under 20 requests/s", func(t *testing.T) {
-				agentRestartsUnderLoad(t, ctx, l, clusterIP["node1"])
+				agentRestartsUnderLoad(t, ctx, l, s.clusterIP["node1"])
 			})
 		})
 	}
@@ -214,11 +80,8 @@ func TestServicesBGPMesh(t *testing.T) {
 // is answered by both backends, and deleting the Service withdraws the
 // route from FRR.
 func TestServicesBGPFRR(t *testing.T) {
-	requireK8s(t)
 	requireKubeProxy(t)
-	requireAgentBuilt(t)
-	l := up(t, topology("bgp-frr-rr.clab.yml"), "sbf")
-	bgpLogsOnFailure(t, l)
+	l := upBGP(t, topology("bgp-frr-rr.clab.yml"), "sbf")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	weft := l.Topo.NodesOf(lab.KindWeft)
@@ -294,10 +157,7 @@ func TestServicesBGPFRR(t *testing.T) {
 			t.Logf("tor kernel route: %s", route)
 
 			url := fmt.Sprintf("http://%s/", lbIP)
-			eventually(t, 20*time.Second, "first request outside -> "+url, func() error {
-				_, err := fetchAllOK(ctx, l, "outside", url, 1)
-				return err
-			})
+			fetchEventually(t, ctx, l, "outside", url, 1, "first request outside -> "+url)
 			res, err := l.Fetch(ctx, "outside", url, lab.FetchOptions{Count: 20})
 			if err != nil {
 				t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,74 +40,16 @@ func TestServices(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 
-	const port = 8080
-	nodes := []string{"node1", "node2", "node3"}
-	web := map[string]lab.Pod{} // backend on each node
-	cli := map[string]lab.Pod{} // client on each node
-	for _, n := range nodes {
-		p, err := l.PodAdd(ctx, n, "web")
-		if err != nil {
-			t.Fatal(err)
-		}
-		web[n] = p
-		if err := l.Serve(ctx, n+"/web", port); err != nil {
-			t.Fatal(err)
-		}
-		if cli[n], err = l.PodAdd(ctx, n, "cli"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := l.Serve(ctx, "outside", port); err != nil {
-		t.Fatal(err)
-	}
-	// For each client node, a Service whose two backends are on the two
-	// other nodes.
-	others := func(n string) []string {
-		var out []string
-		for _, o := range nodes {
-			if o != n {
-				out = append(out, o)
-			}
-		}
-		return out
-	}
-	clusterIP := map[string]netip.Addr{}
-	for _, n := range nodes {
-		o := others(n)
-		svc, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "not-" + n, Port: 80, TargetPort: port,
-			Backends: []lab.Pod{web[o[0]], web[o[1]]}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ips, err := lab.ServiceIPs(svc)
-		if err != nil || len(ips) == 0 {
-			t.Fatalf("service %s: cluster IPs %v, %v", svc.Name, ips, err)
-		}
-		clusterIP[n] = ips[0]
-	}
-	self, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "self", Port: 80, TargetPort: port, Backends: []lab.Pod{web["node1"]}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	selfIP := netip.MustParseAddr(self.Spec.ClusterIP)
-	np, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "np", Type: corev1.ServiceTypeNodePort, Port: 80, TargetPort: port,
-		Backends: []lab.Pod{web["node2"]}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodePort := np.Spec.Ports[0].NodePort
-	outside, _ := l.Topo.Node("outside")
-	outsideIP := outside.NodeAddrs()[0]
+	s := newSvcLab(t, ctx, l)
 	// A NodePort Service whose endpoint is the outside host: a pod's flow
 	// to it is marked by kube-proxy and leaves the cluster.
-	ext, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "ext", Type: corev1.ServiceTypeNodePort, Port: 80, TargetPort: port,
-		Backends: []lab.Pod{{Name: "outside", IPs: []netip.Addr{outsideIP}}}})
+	ext, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "ext", Type: corev1.ServiceTypeNodePort, Port: 80, TargetPort: svcPort,
+		Backends: []lab.Pod{{Name: "outside", IPs: []netip.Addr{s.outsideIP}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	extNodePort := ext.Spec.Ports[0].NodePort
-	node1, _ := l.Topo.Node("node1")
-	node1IP := node1.NodeAddrs()[0]
+	node1IP := s.node1IP
 
 	for _, mode := range []string{lab.ProxyIPTables, lab.ProxyNFTables} {
 		t.Run(mode, func(t *testing.T) {
@@ -114,121 +57,33 @@ func TestServices(t *testing.T) {
 			if err := l.KubeProxyStartAll(ctx, mode); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("kube-proxy %s healthy on %d nodes in %s", mode, len(nodes), time.Since(t0).Round(time.Millisecond))
+			t.Logf("kube-proxy %s healthy on %d nodes in %s", mode, len(s.nodes), time.Since(t0).Round(time.Millisecond))
 			checkProxyRules(t, ctx, l, mode)
 
-			t.Run("ClusterIP across nodes, client address kept", func(t *testing.T) {
-				for _, n := range nodes {
-					url := fmt.Sprintf("http://%s/", clusterIP[n])
-					// kube-proxy has programmed the Service once a request works.
-					eventually(t, 20*time.Second, "first request to "+url, func() error {
-						_, err := fetchAllOK(ctx, l, n+"/cli", url, 1)
-						return err
-					})
-					res, err := l.Fetch(ctx, n+"/cli", url, lab.FetchOptions{Count: 100})
-					if err != nil {
-						t.Fatal(err)
-					}
-					by, failed := lab.Spread(res)
-					o := others(n)
-					t.Logf("from %s/cli to %s: %s / %s = %d / %d, failed %d", n, url, o[0], o[1],
-						by[o[0]+"/web"], by[o[1]+"/web"], failed)
-					if failed > 0 || len(res) != 100 {
-						t.Errorf("from %s/cli: %d of %d requests failed: %s", n, failed, len(res), firstErr(res))
-					}
-					for _, b := range o {
-						if by[b+"/web"] == 0 {
-							t.Errorf("from %s/cli: backend %s/web never answered (spread %v)", n, b, by)
-						}
-					}
-					if len(by) != 2 {
-						t.Errorf("from %s/cli: answers from %v, want only %v", n, by, o)
-					}
-					seen := clientAddrs(t, res)
-					if want := cli[n].IPs[0]; len(seen) != 1 || seen[0] != want {
-						t.Errorf("from %s/cli (%s): backends saw clients %v, want only the pod's own address", n, want, seen)
-					}
-				}
-			})
-
-			t.Run("hairpin: a pod reaches itself through its Service", func(t *testing.T) {
-				url := fmt.Sprintf("http://%s/", selfIP)
-				var res []lab.FetchResult
-				eventually(t, 20*time.Second, "hairpin "+url, func() error {
-					var err error
-					res, err = fetchAllOK(ctx, l, "node1/web", url, 10)
-					return err
-				})
-				seen := clientAddrs(t, res)
-				t.Logf("node1/web -> %s -> node1/web: 10 of 10 answered, client seen as %v (kube-proxy's hairpin masquerade)", url, seen)
-				for _, r := range res {
-					if r.Echo.Server != "node1/web" {
-						t.Errorf("hairpin answered by %s", r.Echo.Server)
-					}
-				}
-			})
-
+			t.Run("ClusterIP across nodes, client address kept", func(t *testing.T) { s.checkClusterIP(t, ctx) })
+			t.Run("hairpin: a pod reaches itself through its Service", func(t *testing.T) { s.checkHairpin(t, ctx) })
 			t.Run("ClusterIP to a pod on the same bridge", func(t *testing.T) {
-				sameBridge(t, ctx, l, selfIP)
+				sameBridge(t, ctx, l, s.selfIP)
 			})
-
-			t.Run("NodePort from the outside host", func(t *testing.T) {
-				url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(node1IP, uint16(nodePort)))
-				var res []lab.FetchResult
-				eventually(t, 20*time.Second, "outside -> "+url, func() error {
-					var err error
-					res, err = fetchAllOK(ctx, l, "outside", url, 20)
-					return err
-				})
-				seen := clientAddrs(t, res)
-				t.Logf("outside -> %s -> node2/web: 20 of 20 answered, backend saw %v", url, seen)
-				for _, r := range res {
-					if r.Echo.Server != "node2/web" {
-						t.Errorf("NodePort answered by %s, want node2/web", r.Echo.Server)
-					}
-				}
-				for _, a := range seen {
-					if a == outsideIP {
-						t.Errorf("backend on another node saw the outside host's own address %s: no masquerade, the reply would bypass node1", a)
-					}
-				}
-			})
+			t.Run("NodePort from the outside host", func(t *testing.T) { s.checkNodePort(t, ctx) })
 
 			t.Run("pod to outside: masqueraded once, by the component that owns the flow", func(t *testing.T) {
-				before := weftPostrouting(t, ctx, l, "node1")
-				res, err := fetchAllOK(ctx, l, "node1/cli", fmt.Sprintf("http://%s/", netip.AddrPortFrom(outsideIP, port)), 20)
-				if err != nil {
-					t.Fatal(err)
-				}
-				seen := clientAddrs(t, res)
-				if len(seen) != 1 || seen[0] != node1IP {
-					t.Errorf("outside saw clients %v, want only node1's address %s", seen, node1IP)
-				}
-				mid := weftPostrouting(t, ctx, l, "node1")
+				s.checkPodToOutside(t, ctx)
 				// kube-proxy marks (0x4000) a pod's flow to a NodePort and
 				// masquerades it itself; weft must leave it alone, although
 				// it goes from a pod to outside the cluster (the endpoint of
 				// Service ext is the outside host).
 				url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(node1IP, uint16(extNodePort)))
-				var res2 []lab.FetchResult
-				eventually(t, 20*time.Second, "node1/cli -> "+url, func() error {
-					var err error
-					res2, err = fetchAllOK(ctx, l, "node1/cli", url, 20)
-					return err
-				})
-				mid = weftPostrouting(t, ctx, l, "node1") // the eventually loop may have made extra requests
-				res2, err = fetchAllOK(ctx, l, "node1/cli", url, 20)
+				fetchEventually(t, ctx, l, "node1/cli", url, 20, "node1/cli -> "+url)
+				mid := weftPostrouting(t, ctx, l, "node1") // the eventually loop may have made extra requests
+				res2, err := fetchAllOK(ctx, l, "node1/cli", url, 20)
 				if err != nil {
 					t.Fatal(err)
 				}
 				kpSeen := clientAddrs(t, res2)
 				after := weftPostrouting(t, ctx, l, "node1")
-				t.Logf("node1/cli -> outside: outside saw %v; WEFT-POSTROUTING MASQUERADE +%d packets", seen, mid.masq-before.masq)
 				t.Logf("node1/cli -> node1:%d (NodePort, endpoint outside): outside saw %v; WEFT-POSTROUTING MASQUERADE +%d, mark RETURN +%d",
 					extNodePort, kpSeen, after.masq-mid.masq, after.markReturn-mid.markReturn)
-				if d := mid.masq - before.masq; d < 20 {
-					t.Errorf("weft's MASQUERADE counted %d packets for 20 connections to the outside, want >= 20", d)
-				}
 				if d := after.masq - mid.masq; d != 0 {
 					t.Errorf("weft's MASQUERADE counted %d packets of kube-proxy-marked NodePort flows, want 0", d)
 				}
@@ -238,9 +93,168 @@ func TestServices(t *testing.T) {
 			})
 
 			t.Run("agent restarts under 20 requests/s", func(t *testing.T) {
-				agentRestartsUnderLoad(t, ctx, l, clusterIP["node1"])
+				agentRestartsUnderLoad(t, ctx, l, s.clusterIP["node1"])
 			})
 		})
+	}
+}
+
+// svcPort is the port the lab's backends and the outside host serve on.
+const svcPort = 8080
+
+// svcLab is the Services setup both kube-proxy tests share on vxlan-3node:
+// a backend web and a client cli on each node, the outside host serving
+// too, for each node a ClusterIP Service not-<node> whose two backends are
+// on the two other nodes, Service self (node1/web alone) and NodePort
+// Service np (node2/web alone).
+type svcLab struct {
+	l         *lab.Lab
+	nodes     []string
+	web, cli  map[string]lab.Pod
+	clusterIP map[string]netip.Addr // of Service not-<node>
+	selfIP    netip.Addr
+	nodePort  int32 // of Service np
+	outsideIP netip.Addr
+	node1IP   netip.Addr
+}
+
+func newSvcLab(t *testing.T, ctx context.Context, l *lab.Lab) *svcLab {
+	t.Helper()
+	s := &svcLab{l: l, nodes: []string{"node1", "node2", "node3"},
+		web: map[string]lab.Pod{}, cli: map[string]lab.Pod{}, clusterIP: map[string]netip.Addr{}}
+	for _, n := range s.nodes {
+		var err error
+		if s.web[n], err = l.PodAdd(ctx, n, "web"); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Serve(ctx, n+"/web", svcPort); err != nil {
+			t.Fatal(err)
+		}
+		if s.cli[n], err = l.PodAdd(ctx, n, "cli"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Serve(ctx, "outside", svcPort); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range s.nodes {
+		o := s.others(n)
+		svc, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "not-" + n, Port: 80, TargetPort: svcPort,
+			Backends: []lab.Pod{s.web[o[0]], s.web[o[1]]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ips, err := lab.ServiceIPs(svc)
+		if err != nil || len(ips) == 0 {
+			t.Fatalf("service %s: cluster IPs %v, %v", svc.Name, ips, err)
+		}
+		s.clusterIP[n] = ips[0]
+	}
+	self, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "self", Port: 80, TargetPort: svcPort, Backends: []lab.Pod{s.web["node1"]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.selfIP = netip.MustParseAddr(self.Spec.ClusterIP)
+	np, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "np", Type: corev1.ServiceTypeNodePort, Port: 80, TargetPort: svcPort,
+		Backends: []lab.Pod{s.web["node2"]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.nodePort = np.Spec.Ports[0].NodePort
+	outside, _ := l.Topo.Node("outside")
+	s.outsideIP = outside.NodeAddrs()[0]
+	node1, _ := l.Topo.Node("node1")
+	s.node1IP = node1.NodeAddrs()[0]
+	return s
+}
+
+// others are the nodes other than n, in order.
+func (s *svcLab) others(n string) []string {
+	return slices.DeleteFunc(slices.Clone(s.nodes), func(o string) bool { return o == n })
+}
+
+// checkClusterIP sends 100 requests from each node's client to the Service
+// whose backends are on the two other nodes: none fails, both backends and
+// no other answer, and the backends see the client pod's own address.
+func (s *svcLab) checkClusterIP(t *testing.T, ctx context.Context) {
+	for _, n := range s.nodes {
+		url := fmt.Sprintf("http://%s/", s.clusterIP[n])
+		// kube-proxy has programmed the Service once a request works.
+		fetchEventually(t, ctx, s.l, n+"/cli", url, 1, "first request to "+url)
+		res, err := s.l.Fetch(ctx, n+"/cli", url, lab.FetchOptions{Count: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		by, failed := lab.Spread(res)
+		o := s.others(n)
+		t.Logf("from %s/cli to %s: %s / %s = %d / %d, failed %d", n, url, o[0], o[1],
+			by[o[0]+"/web"], by[o[1]+"/web"], failed)
+		if failed > 0 || len(res) != 100 {
+			t.Errorf("from %s/cli: %d of %d requests failed: %s", n, failed, len(res), firstErr(res))
+		}
+		for _, b := range o {
+			if by[b+"/web"] == 0 {
+				t.Errorf("from %s/cli: backend %s/web never answered (spread %v)", n, b, by)
+			}
+		}
+		if len(by) != 2 {
+			t.Errorf("from %s/cli: answers from %v, want only %v", n, by, o)
+		}
+		seen := clientAddrs(t, res)
+		if want := s.cli[n].IPs[0]; len(seen) != 1 || seen[0] != want {
+			t.Errorf("from %s/cli (%s): backends saw clients %v, want only the pod's own address", n, want, seen)
+		}
+	}
+}
+
+// checkHairpin: node1/web reaches itself through Service self.
+func (s *svcLab) checkHairpin(t *testing.T, ctx context.Context) {
+	url := fmt.Sprintf("http://%s/", s.selfIP)
+	res := fetchEventually(t, ctx, s.l, "node1/web", url, 10, "hairpin "+url)
+	seen := clientAddrs(t, res)
+	t.Logf("node1/web -> %s -> node1/web: 10 of 10 answered, client seen as %v (kube-proxy's hairpin masquerade)", url, seen)
+	for _, r := range res {
+		if r.Echo.Server != "node1/web" {
+			t.Errorf("hairpin answered by %s", r.Echo.Server)
+		}
+	}
+}
+
+// checkNodePort: the outside host reaches node2/web through node1's
+// NodePort, and the backend on another node does not see the outside
+// host's own address.
+func (s *svcLab) checkNodePort(t *testing.T, ctx context.Context) {
+	url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(s.node1IP, uint16(s.nodePort)))
+	res := fetchEventually(t, ctx, s.l, "outside", url, 20, "outside -> "+url)
+	seen := clientAddrs(t, res)
+	t.Logf("outside -> %s -> node2/web: 20 of 20 answered, backend saw %v", url, seen)
+	for _, r := range res {
+		if r.Echo.Server != "node2/web" {
+			t.Errorf("NodePort answered by %s, want node2/web", r.Echo.Server)
+		}
+	}
+	if slices.Contains(seen, s.outsideIP) {
+		t.Errorf("backend on another node saw the outside host's own address %s: no masquerade, the reply would bypass node1", s.outsideIP)
+	}
+}
+
+// checkPodToOutside: 20 requests from node1/cli to the outside host are
+// seen there from node1's address and counted by weft's MASQUERADE.
+func (s *svcLab) checkPodToOutside(t *testing.T, ctx context.Context) {
+	before := weftPostrouting(t, ctx, s.l, "node1")
+	res, err := fetchAllOK(ctx, s.l, "node1/cli", fmt.Sprintf("http://%s/", netip.AddrPortFrom(s.outsideIP, svcPort)), 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := weftPostrouting(t, ctx, s.l, "node1")
+	seen := clientAddrs(t, res)
+	t.Logf("node1/cli -> outside: 20 of 20 answered, outside saw %v; WEFT-POSTROUTING MASQUERADE +%d packets",
+		seen, after.masq-before.masq)
+	if len(seen) != 1 || seen[0] != s.node1IP {
+		t.Errorf("outside saw clients %v, want only node1's address %s", seen, s.node1IP)
+	}
+	if d := after.masq - before.masq; d < 20 {
+		t.Errorf("weft's MASQUERADE counted %d packets for 20 connections to the outside, want >= 20", d)
 	}
 }
 
@@ -285,11 +299,7 @@ func sameBridge(t *testing.T, ctx context.Context, l *lab.Lab, svcIP netip.Addr)
 		_, _ = l.Exec(context.Background(), "node1", "ip", "link", "set", "weft0", "type", "bridge", "nf_call_iptables", "0")
 	}
 	defer restore()
-	var res []lab.FetchResult
-	eventually(t, 20*time.Second, "node1/cli -> self (node1/web)", func() error {
-		res, err = fetchAllOK(ctx, l, "node1/cli", url, 10)
-		return err
-	})
+	res := fetchEventually(t, ctx, l, "node1/cli", url, 10, "node1/cli -> self (node1/web)")
 	t.Logf("node1/cli -> %s -> node1/web with bridge-nf-call-iptables=%s: 10 of 10, client seen as %v",
 		url, strings.TrimSpace(string(orig)), clientAddrs(t, res))
 
@@ -377,6 +387,19 @@ func proxyModeNow(t *testing.T, ctx context.Context, l *lab.Lab) string {
 		return lab.ProxyNFTables
 	}
 	return lab.ProxyIPTables
+}
+
+// fetchEventually retries fetchAllOK until all n requests from from to url
+// are answered (what names the wait) and returns the answers.
+func fetchEventually(t *testing.T, ctx context.Context, l *lab.Lab, from, url string, n int, what string) []lab.FetchResult {
+	t.Helper()
+	var res []lab.FetchResult
+	eventually(t, 20*time.Second, what, func() error {
+		var err error
+		res, err = fetchAllOK(ctx, l, from, url, n)
+		return err
+	})
+	return res
 }
 
 // fetchAllOK makes n requests and fails unless all of them were answered.

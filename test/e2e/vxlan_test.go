@@ -564,7 +564,7 @@ func waitReconciled(t *testing.T, ctx context.Context, l *lab.Lab, node string, 
 	})
 }
 
-// flood is a 100 Hz ping running in the background.
+// flood is a ~100 Hz ping running in the background.
 type flood struct {
 	cmd      *exec.Cmd
 	out      strings.Builder
@@ -592,26 +592,55 @@ func startFlood(t *testing.T, ctx context.Context, l *lab.Lab, src lab.Pod, dst 
 
 var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
-// stopAndCheck interrupts the ping (it prints its summary) and fails the
-// test unless every packet came back.
-func (f *flood) stopAndCheck(t *testing.T) {
-	t.Helper()
+// stop interrupts the ping (it prints its summary) and returns the packets
+// it sent and got back and how long it ran; ok is false without a summary.
+func (f *flood) stop() (sent, got int, took time.Duration, ok bool) {
 	// ip netns exec execs ping itself: the pid is ping's.
 	_ = f.cmd.Process.Signal(syscall.SIGINT)
 	_ = f.cmd.Wait()
+	took = time.Since(f.start)
 	m := pingSummary.FindStringSubmatch(f.out.String())
 	if m == nil {
+		return 0, 0, took, false
+	}
+	sent, _ = strconv.Atoi(m[1])
+	got, _ = strconv.Atoi(m[2])
+	return sent, got, took, true
+}
+
+// stopAndCheck stops the ping and fails the test unless every packet came
+// back.
+func (f *flood) stopAndCheck(t *testing.T) {
+	t.Helper()
+	sent, got, took, ok := f.stop()
+	if !ok {
 		t.Errorf("%s -> %s: no ping summary:\n%s", f.from, f.to, f.out.String())
 		return
 	}
-	sent, _ := strconv.Atoi(m[1])
-	got, _ := strconv.Atoi(m[2])
-	took := time.Since(f.start)
 	t.Logf("%s -> %s, ping -i 0.007 for %s: %d sent (%.0f/s), %d received, %d lost", f.from, f.to,
 		took.Round(time.Millisecond), sent, float64(sent)/took.Seconds(), got, sent-got)
 	if sent < 100 || got != sent {
 		t.Errorf("%s -> %s: %d sent, %d received (want no loss):\n%s", f.from, f.to, sent, got, f.out.String())
 	}
+}
+
+// stopGap stops the ping and returns the gap it saw: packets lost times
+// the mean interval between packets.
+func (f *flood) stopGap(t *testing.T) time.Duration {
+	t.Helper()
+	sent, got, took, ok := f.stop()
+	if !ok {
+		t.Fatalf("%s -> %s: no ping summary:\n%s", f.from, f.to, f.out.String())
+	}
+	if sent < 100 {
+		t.Fatalf("%s -> %s: only %d sent in %s", f.from, f.to, sent, took)
+	}
+	interval := took / time.Duration(sent)
+	gap := time.Duration(sent-got) * interval
+	t.Logf("%s -> %s: %d sent in %s (%.0f/s), %d received, %d lost = %s gap (%d × 10 ms = %s)", f.from, f.to, sent,
+		took.Round(time.Millisecond), float64(sent)/took.Seconds(), got, sent-got, gap.Round(time.Millisecond),
+		sent-got, time.Duration(sent-got)*10*time.Millisecond)
+	return gap
 }
 
 // routeMonitor records netlink route, neighbour and FDB changes in a node.
