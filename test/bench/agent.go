@@ -159,33 +159,14 @@ type agPhase struct {
 }
 
 func runAgent(ctx context.Context, out *strings.Builder) error {
-	binDir, err := controlplane.DefaultBinDir()
+	if err := requireK8s(); err != nil {
+		return err
+	}
+	e, err := startAgEnv(ctx, "agent", *agPeers)
 	if err != nil {
 		return err
 	}
-	if v := os.Getenv("WEFT_K8S_BIN"); v != "" {
-		binDir = v
-	}
-	if m := controlplane.MissingBinaries(binDir, "/usr/bin/etcd"); len(m) > 0 {
-		return fmt.Errorf("Kubernetes binaries missing (%s); build them with `make k8s`", strings.Join(m, ", "))
-	}
-	root := filepath.Dir(filepath.Dir(filepath.Dir(binDir))) // <repo>/.cache/k8s/<v>
-	tmp, err := os.MkdirTemp("", "weft-bench-agent")
-	if err != nil {
-		return err
-	}
-	e := &agEnv{tmp: tmp}
 	defer e.close()
-	if e.bin, err = agentBinary(tmp); err != nil {
-		return err
-	}
-	if err := e.setup(ctx, root); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "  creating %d peer Nodes\n", *agPeers)
-	if _, err := e.createPeers(ctx, 0, *agPeers); err != nil {
-		return err
-	}
 
 	var starts, bursts, dels []agPhase
 	for r := range *agRounds {
@@ -214,6 +195,62 @@ func runAgent(ctx context.Context, out *strings.Builder) error {
 	}
 	e.report(out, starts, bursts, dels)
 	return nil
+}
+
+// k8sBinDir is where the Kubernetes binaries are: $WEFT_K8S_BIN, else
+// controlplane.DefaultBinDir.
+func k8sBinDir() (string, error) {
+	if v := os.Getenv("WEFT_K8S_BIN"); v != "" {
+		return v, nil
+	}
+	return controlplane.DefaultBinDir()
+}
+
+// requireK8s fails unless the Kubernetes binaries and etcd are there.
+func requireK8s() error {
+	binDir, err := k8sBinDir()
+	if err != nil {
+		return err
+	}
+	if m := controlplane.MissingBinaries(binDir, "/usr/bin/etcd"); len(m) > 0 {
+		return fmt.Errorf("Kubernetes binaries missing (%s); build them with `make k8s`", strings.Join(m, ", "))
+	}
+	return nil
+}
+
+// startAgEnv builds the environment the agent and bgp benchmarks share in
+// a temporary directory weft-bench-<name>: the agent binary, both
+// namespaces, the control plane (see setup) and peers peer Nodes. The
+// caller closes it.
+func startAgEnv(ctx context.Context, name string, peers int) (*agEnv, error) {
+	binDir, err := k8sBinDir()
+	if err != nil {
+		return nil, err
+	}
+	root := filepath.Dir(filepath.Dir(filepath.Dir(binDir))) // <repo>/.cache/k8s/<v>
+	tmp, err := os.MkdirTemp("", "weft-bench-"+name)
+	if err != nil {
+		return nil, err
+	}
+	e := &agEnv{tmp: tmp}
+	if err := e.start(ctx, root, peers); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *agEnv) start(ctx context.Context, root string, peers int) error {
+	var err error
+	if e.bin, err = agentBinary(e.tmp); err != nil {
+		return err
+	}
+	if err := e.setup(ctx, root); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "  creating %d peer Nodes\n", peers)
+	_, err = e.createPeers(ctx, 0, peers)
+	return err
 }
 
 // agentBinary returns the weft-agent to run: -agent.bin, $WEFT_BIN's, else a
@@ -283,13 +320,8 @@ func (e *agEnv) setup(ctx context.Context, root string) error {
 	if err := e.cp.ApplyDeploy(cctx, filepath.Join(root, "deploy", "kubernetes")); err != nil {
 		return err
 	}
-	doc := fmt.Sprintf("mode: vxlan\nclusterCIDRs:\n  - %s\n", agCluster)
-	if _, err := config.Parse([]byte(doc)); err != nil {
-		return fmt.Errorf("bench weft-config: %w", err)
-	}
-	patch := fmt.Sprintf(`{"data":{%q:%q}}`, config.Key, doc)
-	if _, err := e.client.CoreV1().ConfigMaps("kube-system").Patch(cctx, "weft-config", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("patch weft-config: %w", err)
+	if err := e.setConfig(cctx, fmt.Sprintf("mode: vxlan\nclusterCIDRs:\n  - %s\n", agCluster)); err != nil {
+		return err
 	}
 	if err := e.cp.RegisterNode(cctx, agNodeName, []netip.Addr{agNodeAddr}, nil); err != nil {
 		return err
@@ -483,27 +515,9 @@ func (e *agEnv) measure(ctx context.Context, want int, act func() error) (agPhas
 		return p, err
 	}
 	p.api = time.Since(t0)
-	tick := time.NewTicker(*agPoll)
-	defer tick.Stop()
-	deadline := time.After(2 * time.Minute)
-	last := -1
-	for {
-		n, err := e.countRoutes()
-		if err != nil {
-			return p, err
-		}
-		if n == want {
-			p.took = time.Since(t0)
-			break
-		}
-		last = n
-		select {
-		case <-ctx.Done():
-			return p, ctx.Err()
-		case <-deadline:
-			return p, fmt.Errorf("%d routes after 2m, want %d (agent log: %s)", last, want, e.agentLog)
-		case <-tick.C:
-		}
+	var err error
+	if p.took, err = e.waitRoutes(ctx, want, t0); err != nil {
+		return p, err
 	}
 	m, err := e.metrics()
 	if err != nil {
@@ -517,6 +531,43 @@ func (e *agEnv) measure(ctx context.Context, want int, act func() error) (agPhas
 	}
 	p.load = loadAvg()
 	return p, nil
+}
+
+// waitRoutes waits until the node namespace holds want routes of weft's
+// protocol (counted every agPoll, for at most 2 minutes) and returns the
+// time since t0.
+func (e *agEnv) waitRoutes(ctx context.Context, want int, t0 time.Time) (time.Duration, error) {
+	tick := time.NewTicker(*agPoll)
+	defer tick.Stop()
+	deadline := time.After(2 * time.Minute)
+	for {
+		n, err := e.countRoutes()
+		if err != nil {
+			return 0, err
+		}
+		if n == want {
+			return time.Since(t0), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-deadline:
+			return 0, fmt.Errorf("%d routes after 2m, want %d (agent log: %s)", n, want, e.agentLog)
+		case <-tick.C:
+		}
+	}
+}
+
+// setConfig checks doc and writes it into the weft-config ConfigMap.
+func (e *agEnv) setConfig(ctx context.Context, doc string) error {
+	if _, err := config.Parse([]byte(doc)); err != nil {
+		return fmt.Errorf("bench weft-config: %w", err)
+	}
+	patch := fmt.Sprintf(`{"data":{%q:%q}}`, config.Key, doc)
+	if _, err := e.client.CoreV1().ConfigMaps("kube-system").Patch(ctx, "weft-config", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("patch weft-config: %w", err)
+	}
+	return nil
 }
 
 func (e *agEnv) countRoutes() (int, error) {

@@ -19,13 +19,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
-	"weft.dev/weft/agent/config"
 	"weft.dev/weft/overlay"
 	"weft.dev/weft/test/lab"
-	"weft.dev/weft/test/lab/controlplane"
 	"weft.dev/weft/test/nstest"
 )
 
@@ -68,46 +64,23 @@ type frrd struct {
 }
 
 func runBGP(ctx context.Context, out *strings.Builder) error {
-	binDir, err := controlplane.DefaultBinDir()
-	if err != nil {
+	if err := requireK8s(); err != nil {
 		return err
-	}
-	if v := os.Getenv("WEFT_K8S_BIN"); v != "" {
-		binDir = v
-	}
-	if m := controlplane.MissingBinaries(binDir, "/usr/bin/etcd"); len(m) > 0 {
-		return fmt.Errorf("Kubernetes binaries missing (%s); build them with `make k8s`", strings.Join(m, ", "))
 	}
 	for _, b := range []string{"/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/lib/frr/staticd"} {
 		if _, err := os.Stat(b); err != nil {
 			return fmt.Errorf("FRR missing (install it with test/deps.sh): %w", err)
 		}
 	}
-	root := filepath.Dir(filepath.Dir(filepath.Dir(binDir)))
-	tmp, err := os.MkdirTemp("", "weft-bench-bgp")
+	e, err := startAgEnv(ctx, "bgp", *bgpRoutes)
 	if err != nil {
 		return err
 	}
-	e := &agEnv{tmp: tmp}
 	defer e.close()
-	if e.bin, err = agentBinary(tmp); err != nil {
-		return err
-	}
-	if err := e.setup(ctx, root); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "  creating %d peer Nodes\n", *bgpRoutes)
-	if _, err := e.createPeers(ctx, 0, *bgpRoutes); err != nil {
-		return err
-	}
 	doc := fmt.Sprintf("mode: bgp\nclusterCIDRs:\n  - %s\nbgp:\n  asn: %d\n  nodeMesh: false\n  peers:\n    - address: %s\n      connectRetryTime: 1s\n",
 		agCluster, bgpASN, agCPAddr)
-	if _, err := config.Parse([]byte(doc)); err != nil {
-		return fmt.Errorf("bench weft-config: %w", err)
-	}
-	patch := fmt.Sprintf(`{"data":{%q:%q}}`, config.Key, doc)
-	if _, err := e.client.CoreV1().ConfigMaps("kube-system").Patch(ctx, "weft-config", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("patch weft-config: %w", err)
+	if err := e.setConfig(ctx, doc); err != nil {
+		return err
 	}
 
 	f := &frrd{ns: e.cpNS, ps: "wb_" + nstest.Unique("")}
@@ -199,27 +172,12 @@ func (e *agEnv) bgpMeasure(ctx context.Context, want int, act func() error) (bgp
 		return p, err
 	}
 	p.batch = time.Since(t0)
-	tick := time.NewTicker(*agPoll)
-	defer tick.Stop()
-	deadline := time.After(2 * time.Minute)
-	for {
-		n, err := e.countRoutes()
-		if err != nil {
-			return p, err
-		}
-		if n == want {
-			p.took = time.Since(t0)
-			p.load = loadAvg()
-			return p, nil
-		}
-		select {
-		case <-ctx.Done():
-			return p, ctx.Err()
-		case <-deadline:
-			return p, fmt.Errorf("%d routes after 2m, want %d (agent log: %s)", n, want, e.agentLog)
-		case <-tick.C:
-		}
+	var err error
+	if p.took, err = e.waitRoutes(ctx, want, t0); err != nil {
+		return p, err
 	}
+	p.load = loadAvg()
+	return p, nil
 }
 
 // start runs zebra, bgpd and staticd in f.ns, peering (iBGP) with the node

@@ -24,6 +24,7 @@ import (
 	"weft.dev/weft/agent/plan"
 	"weft.dev/weft/cni/cnitest"
 	"weft.dev/weft/overlay"
+	"weft.dev/weft/test/lab"
 	"weft.dev/weft/test/nstest"
 )
 
@@ -344,7 +345,7 @@ func underlay(a, b *dpNode) error {
 		return fmt.Errorf("open netns %s: %w", b.name, err)
 	}
 	defer bns.Close()
-	err = withHandle(a.name, func(h *netlink.Handle) error {
+	err = lab.WithHandle(a.name, func(h *netlink.Handle) error {
 		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: *dpUnderlayMTU},
 			PeerName: "eth0", PeerNamespace: netlink.NsFd(int(bns))})
 	})
@@ -352,7 +353,7 @@ func underlay(a, b *dpNode) error {
 		return fmt.Errorf("underlay veth %s–%s: %w", a.name, b.name, err)
 	}
 	for _, n := range []*dpNode{a, b} {
-		err := withHandle(n.name, func(h *netlink.Handle) error {
+		err := lab.WithHandle(n.name, func(h *netlink.Handle) error {
 			l, err := h.LinkByName("eth0")
 			if err != nil {
 				return err
@@ -371,20 +372,6 @@ func underlay(a, b *dpNode) error {
 		}
 	}
 	return nil
-}
-
-func withHandle(nsName string, fn func(h *netlink.Handle) error) error {
-	ns, err := netns.GetFromName(nsName)
-	if err != nil {
-		return fmt.Errorf("open netns %s: %w", nsName, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("netlink handle in %s: %w", nsName, err)
-	}
-	defer h.Close()
-	return fn(h)
 }
 
 // desired is the datapath weft-agent programs on self for one peer, and

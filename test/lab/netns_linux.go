@@ -33,7 +33,7 @@ func ensureNS(ctx context.Context, name string) error {
 			return fmt.Errorf("ip netns add %s: %w: %s", name, err, bytes.TrimSpace(out))
 		}
 	}
-	return withHandle(name, func(h *netlink.Handle) error {
+	return WithHandle(name, func(h *netlink.Handle) error {
 		lo, err := h.LinkByName("lo")
 		if err != nil {
 			return fmt.Errorf("find lo in %s: %w", name, err)
@@ -162,8 +162,8 @@ func alive(pid int) bool {
 	return data[i+2] != 'Z' && data[i+2] != 'X'
 }
 
-// withHandle runs fn with a netlink handle inside the named namespace.
-func withHandle(name string, fn func(h *netlink.Handle) error) error {
+// WithHandle runs fn with a netlink handle inside the named namespace.
+func WithHandle(name string, fn func(h *netlink.Handle) error) error {
 	ns, err := netns.GetFromName(name)
 	if err != nil {
 		return fmt.Errorf("open namespace %s: %w", name, err)
@@ -216,7 +216,7 @@ func ensureVeth(nsA, ifA, nsB, ifB string, mtu int) error {
 		return fmt.Errorf("open namespace %s: %w", nsB, err)
 	}
 	defer peer.Close()
-	err = withHandle(nsA, func(h *netlink.Handle) error {
+	err = WithHandle(nsA, func(h *netlink.Handle) error {
 		v := &netlink.Veth{
 			LinkAttrs:     netlink.LinkAttrs{Name: ifA, MTU: mtu},
 			PeerName:      ifB,
@@ -234,14 +234,14 @@ func ensureVeth(nsA, ifA, nsB, ifB string, mtu int) error {
 }
 
 func linkExists(ns, name string) bool {
-	return withHandle(ns, func(h *netlink.Handle) error {
+	return WithHandle(ns, func(h *netlink.Handle) error {
 		_, err := h.LinkByName(name)
 		return err
 	}) == nil
 }
 
 func delLink(ns, name string) error {
-	return withHandle(ns, func(h *netlink.Handle) error {
+	return WithHandle(ns, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(name)
 		if err != nil {
 			return nil
@@ -257,7 +257,7 @@ func setUp(ns, name string) error   { return setLink(ns, name, true) }
 func setDown(ns, name string) error { return setLink(ns, name, false) }
 
 func setLink(ns, name string, up bool) error {
-	return withHandle(ns, func(h *netlink.Handle) error {
+	return WithHandle(ns, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(name)
 		if err != nil {
 			return fmt.Errorf("find %s in %s: %w", name, ns, err)
@@ -277,7 +277,7 @@ func setLink(ns, name string, up bool) error {
 // linkOperUp reports whether a link is administratively up.
 func linkAdminUp(ns, name string) (bool, error) {
 	var up bool
-	err := withHandle(ns, func(h *netlink.Handle) error {
+	err := WithHandle(ns, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(name)
 		if err != nil {
 			return fmt.Errorf("find %s in %s: %w", name, ns, err)
@@ -290,7 +290,7 @@ func linkAdminUp(ns, name string) (bool, error) {
 
 // ensureBridge makes bridge br in ns (up) and enslaves ports to it.
 func ensureBridge(ns, br string, ports []string) error {
-	return withHandle(ns, func(h *netlink.Handle) error {
+	return WithHandle(ns, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(br)
 		if err != nil {
 			if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br}}); err != nil && !errors.Is(err, unix.EEXIST) {
@@ -321,7 +321,7 @@ func ensureBridge(ns, br string, ports []string) error {
 
 // ensureAddrs puts addresses on interfaces (IPv6 without DAD).
 func ensureAddrs(ns string, addrs map[string][]netip.Prefix) error {
-	return withHandle(ns, func(h *netlink.Handle) error {
+	return WithHandle(ns, func(h *netlink.Handle) error {
 		for iface, list := range addrs {
 			l, err := h.LinkByName(iface)
 			if err != nil {
@@ -343,7 +343,7 @@ func ensureAddrs(ns string, addrs map[string][]netip.Prefix) error {
 
 // ensureRoutes installs static routes (replace semantics).
 func ensureRoutes(ns string, routes []Route) error {
-	return withHandle(ns, func(h *netlink.Handle) error {
+	return WithHandle(ns, func(h *netlink.Handle) error {
 		for _, r := range routes {
 			nr := &netlink.Route{Dst: prefixIPNet(r.Dst)}
 			if r.Via.IsValid() {
