@@ -323,44 +323,38 @@ func (r *Recorder) spend(obj objectKey, now time.Time) bool {
 	return true
 }
 
+// evict makes room in m, which has reached maxSeen entries: it deletes the
+// entries stale reports, then, if m is still full, the one whose time (at)
+// is oldest.
+func evict[K comparable, V any](m map[K]V, at func(V) time.Time, stale func(V) bool) {
+	var oldest K
+	var oldestAt time.Time
+	for k, v := range m {
+		if stale(v) {
+			delete(m, k)
+			continue
+		}
+		if t := at(v); oldestAt.IsZero() || t.Before(oldestAt) {
+			oldest, oldestAt = k, t
+		}
+	}
+	if len(m) >= maxSeen {
+		delete(m, oldest)
+	}
+}
+
 // pruneBudgets forgets the objects whose budget is full again, and when
 // none is, the one used longest ago.
 func (r *Recorder) pruneBudgets(now time.Time) {
 	full := time.Duration(r.o.Burst) * r.o.Refill
-	var oldest objectKey
-	var oldestAt time.Time
-	for k, b := range r.budgets {
-		if now.Sub(b.at) >= full {
-			delete(r.budgets, k)
-			continue
-		}
-		if oldestAt.IsZero() || b.at.Before(oldestAt) {
-			oldest, oldestAt = k, b.at
-		}
-	}
-	if len(r.budgets) >= maxSeen {
-		delete(r.budgets, oldest)
-	}
+	evict(r.budgets, func(b *budget) time.Time { return b.at }, func(b *budget) bool { return now.Sub(b.at) >= full })
 }
 
 // remember keeps w for aggregating repeats of k, forgetting Events past the
 // window, and the oldest when too many are left.
 func (r *Recorder) remember(k key, w *written) {
 	if len(r.seen) >= maxSeen {
-		var oldest key
-		var oldestAt time.Time
-		for sk, sw := range r.seen {
-			if w.last.Sub(sw.last) >= r.o.Window {
-				delete(r.seen, sk)
-				continue
-			}
-			if oldestAt.IsZero() || sw.last.Before(oldestAt) {
-				oldest, oldestAt = sk, sw.last
-			}
-		}
-		if len(r.seen) >= maxSeen {
-			delete(r.seen, oldest)
-		}
+		evict(r.seen, func(sw *written) time.Time { return sw.last }, func(sw *written) bool { return w.last.Sub(sw.last) >= r.o.Window })
 	}
 	r.seen[k] = w
 }

@@ -428,3 +428,50 @@ func TestQueue(t *testing.T) {
 		t.Errorf("Run = %v, want nil when its context ends", err)
 	}
 }
+
+// TestEvict checks the bound on what the Recorder remembers: a full map
+// loses its stale entries, and the oldest one when none is stale.
+func TestEvict(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	full := func(staleEvery int) map[int]time.Time {
+		m := map[int]time.Time{}
+		for i := range maxSeen {
+			at := t0.Add(time.Duration(i+1) * time.Second)
+			if staleEvery > 0 && i%staleEvery == 0 {
+				at = t0.Add(-time.Hour)
+			}
+			m[i] = at
+		}
+		m[maxSeen/2] = t0 // the oldest of the fresh ones
+		return m
+	}
+	for _, tc := range []struct {
+		name       string
+		staleEvery int
+		wantLen    int
+		wantGone   []int
+		wantKept   []int
+	}{
+		{name: "none stale: the oldest goes", wantLen: maxSeen - 1, wantGone: []int{maxSeen / 2}, wantKept: []int{1, maxSeen - 1}},
+		{name: "stale ones go, the oldest fresh one stays", staleEvery: 2, wantLen: maxSeen/2 + 1, wantGone: []int{0, 2, maxSeen - 2},
+			wantKept: []int{1, maxSeen / 2, maxSeen - 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := full(tc.staleEvery)
+			evict(m, func(at time.Time) time.Time { return at }, func(at time.Time) bool { return at.Before(t0) })
+			if len(m) != tc.wantLen {
+				t.Errorf("%d entries left, want %d", len(m), tc.wantLen)
+			}
+			for _, k := range tc.wantGone {
+				if _, ok := m[k]; ok {
+					t.Errorf("entry %d kept, want it evicted", k)
+				}
+			}
+			for _, k := range tc.wantKept {
+				if _, ok := m[k]; !ok {
+					t.Errorf("entry %d evicted, want it kept", k)
+				}
+			}
+		})
+	}
+}
