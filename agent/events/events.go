@@ -128,26 +128,21 @@ type budget struct {
 	at     time.Time
 }
 
+// orDefault sets *v to d unless it is positive.
+func orDefault[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
 // New returns a Recorder writing to o.Sink once Run runs.
 func New(o Options) *Recorder {
-	if o.Queue <= 0 {
-		o.Queue = DefaultQueue
-	}
-	if o.Window <= 0 {
-		o.Window = DefaultWindow
-	}
-	if o.Burst <= 0 {
-		o.Burst = DefaultBurst
-	}
-	if o.Refill <= 0 {
-		o.Refill = DefaultRefill
-	}
-	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = DefaultWriteTimeout
-	}
-	if o.RetryDelay <= 0 {
-		o.RetryDelay = DefaultRetryDelay
-	}
+	orDefault(&o.Queue, DefaultQueue)
+	orDefault(&o.Window, DefaultWindow)
+	orDefault(&o.Burst, DefaultBurst)
+	orDefault(&o.Refill, DefaultRefill)
+	orDefault(&o.WriteTimeout, DefaultWriteTimeout)
+	orDefault(&o.RetryDelay, DefaultRetryDelay)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
