@@ -9,6 +9,7 @@ package plan
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -120,23 +121,25 @@ func vtepIP(p netip.Prefix) netip.Addr { return p.Masked().Addr() }
 // after the VTEP IP.
 func Gateway(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
 
-func planVXLAN(c config.Config, self Self, peers []Node) Result {
-	devMTU := self.UnderlayMTU - overhead(self.IP)
-	podMTU := devMTU
-	if c.MTU != 0 {
-		podMTU = c.MTU
-	}
-	if self.UnderlayMTU <= 0 { // config MTU set: size the device for it
-		devMTU = c.MTU
-	}
-	r := Result{
-		PodMTU: podMTU,
+// newResult is what both modes' results start from: the pod MTU (the
+// configured one, else podMTU) and the firewall rules every mode has.
+func newResult(c config.Config, self Self, podMTU int) Result {
+	return Result{
+		PodMTU: cmp.Or(c.MTU, podMTU),
 		Rules: Rules{
 			ClusterCIDRs: slices.Clone(c.ClusterCIDRs),
 			PodCIDRs:     slices.Clone(self.PodCIDRs),
 			Masquerade:   c.Masquerade,
-			VXLANPort:    c.VXLAN.Port,
 		},
+	}
+}
+
+func planVXLAN(c config.Config, self Self, peers []Node) Result {
+	devMTU := self.UnderlayMTU - overhead(self.IP)
+	r := newResult(c, self, devMTU)
+	r.Rules.VXLANPort = c.VXLAN.Port
+	if self.UnderlayMTU <= 0 { // config MTU set: size the device for it
+		devMTU = c.MTU
 	}
 	dev := overlay.Device{
 		Name: Device(self.IP), VNI: c.VXLAN.VNI, Port: c.VXLAN.Port, Local: self.IP,
@@ -177,18 +180,8 @@ func planVXLAN(c config.Config, self Self, peers []Node) Result {
 // programmed once a route to each of its pod CIDRs (of a family this node
 // has) was learned.
 func planBGP(c config.Config, self Self, peers []Node) Result {
-	podMTU := self.UnderlayMTU
-	if c.MTU != 0 {
-		podMTU = c.MTU
-	}
-	r := Result{
-		PodMTU: podMTU,
-		Rules: Rules{
-			ClusterCIDRs: slices.Clone(c.ClusterCIDRs),
-			PodCIDRs:     slices.Clone(self.PodCIDRs),
-			Masquerade:   c.Masquerade,
-		},
-	}
+	r := newResult(c, self, self.UnderlayMTU)
+
 	ownFamily := map[bool]bool{}
 	for _, p := range self.PodCIDRs {
 		r.Gateways = append(r.Gateways, Gateway(p))

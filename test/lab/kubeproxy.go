@@ -163,7 +163,7 @@ func (l *Lab) KubeProxyStart(ctx context.Context, node, mode string) error {
 	defer tick.Stop()
 	deadline := time.After(60 * time.Second)
 	for {
-		err := getOK(ctx, client, "http://"+kubeProxyHealthz+"/healthz")
+		err := controlplane.GetOK(ctx, client, "http://"+kubeProxyHealthz+"/healthz")
 		if err == nil {
 			l.log.Info("kube-proxy started", "node", node, "mode", mode, "pid", pid)
 			return nil
@@ -202,22 +202,6 @@ func (l *Lab) KubeProxyStop(node string) error {
 	}
 	if err := os.Remove(l.kubeProxyPidFile(node)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
-	}
-	return nil
-}
-
-func getOK(ctx context.Context, client *http.Client, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return nil
 }

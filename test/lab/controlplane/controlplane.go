@@ -474,8 +474,9 @@ func (cp *ControlPlane) startLocked(ctx context.Context, name string, args []str
 	}
 }
 
-// httpGet fetches url through the namespace dialer and wants 200 "ok"-ish.
-func (cp *ControlPlane) httpGet(ctx context.Context, client *http.Client, url string) error {
+// GetOK fetches url with client (e.g. one dialing inside a namespace) and
+// wants status 200.
+func GetOK(ctx context.Context, client *http.Client, url string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -493,7 +494,7 @@ func (cp *ControlPlane) httpGet(ctx context.Context, client *http.Client, url st
 
 func (cp *ControlPlane) etcdReady(ctx context.Context) error {
 	client := &http.Client{Transport: &http.Transport{DialContext: cp.dial.DialContext, DisableKeepAlives: true}}
-	return cp.httpGet(ctx, client, fmt.Sprintf("http://127.0.0.1:%d/health", etcdPort))
+	return GetOK(ctx, client, fmt.Sprintf("http://127.0.0.1:%d/health", etcdPort))
 }
 
 func (cp *ControlPlane) apiserverReady(ctx context.Context) error {
@@ -520,7 +521,7 @@ func (cp *ControlPlane) kcmReady(ctx context.Context) error {
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: cp.dial.DialContext, TLSClientConfig: tlsCfg, DisableKeepAlives: true,
 	}}
-	return cp.httpGet(ctx, client, fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort))
+	return GetOK(ctx, client, fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort))
 }
 
 // RESTConfig returns a new admin (system:masters) config whose Dial opens
