@@ -48,6 +48,7 @@ var (
 	dpNice        = flag.Int("datapath.nice", -20, "datapath: nice value of the iperf3 processes (the machine may be shared)")
 	dpVXLANGRO    = flag.Bool("datapath.vxlan-gro-ab", false, "datapath: also measure vxlan IPv4 with GRO off on weft.vxlan (toggled per run, same session)")
 	dpCPU         = flag.String("datapath.cpu", "0", "datapath: also measure every path with client and server pinned to this CPU (taskset -c; empty: unpinned only)")
+	dpKernel      = flag.Bool("datapath.kernel", true, "datapath: also measure pods made by hand with ip, without weft (the kernel's cost of weft's shape, and of a shape without the bridge)")
 	dpPodGRO      = flag.String("datapath.pod-gro", "", "datapath: force GRO on both ends of the pod veths (on, off; empty: as the CNI plugin leaves them)")
 )
 
@@ -188,6 +189,13 @@ func runDatapath(ctx context.Context, out *strings.Builder) error {
 			}
 			paths = append(paths, p)
 		}
+		if *dpKernel {
+			kps, err := env.kernelPaths(ctx, t, slices.Index(topos, t))
+			if err != nil {
+				return fmt.Errorf("%s kernel-only paths: %w", t.mode, err)
+			}
+			paths = append(paths, kps...)
+		}
 	}
 	if *dpCPU != "" {
 		// The same paths with client and server on one CPU: both iperf3
@@ -244,7 +252,7 @@ func runDatapath(ctx context.Context, out *strings.Builder) error {
 		"datapath programmed by overlay.Datapath (vxlan: agent/plan's device, neighbour, FDB and onlink route; bgp: route via the peer's node address). "+
 		"Load average (1/5/15 min) before: %s, after: %s.\n\n",
 		*dpSeconds, *dpUnderlayMTU, onOff(*dpUnderlayGRO), *dpRounds, loadBefore, loadAfter)
-	fmt.Fprintf(out, "| mode | traffic | pod MTU | pod Gbit/s | underlay Gbit/s | pod/underlay median (min–max) | target |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(out, "| mode | traffic | pod MTU | Gbit/s | underlay Gbit/s | path/underlay median (min–max) | target |\n|---|---|---|---|---|---|---|\n")
 	for _, t := range topos {
 		underlayOf := func(p *dpPath) *dpPath {
 			for i := range paths {
@@ -269,7 +277,30 @@ func runDatapath(ctx context.Context, out *strings.Builder) error {
 				gbpsStat(runs[p]), gbpsStat(runs[under]), median(ratios), slices.Min(ratios), slices.Max(ratios), target)
 		}
 	}
-	fmt.Fprintf(out, "\nGbit/s: median (min–max) of the rounds; the ratio is taken per round (pod run / underlay run of the same round). Per-round figures:\n\n")
+	if *dpKernel {
+		// weft's pod path against the kernel-only path of the same shape,
+		// per round, per placement.
+		fmt.Fprintf(out, "\n| mode | placement | weft pod IPv4 / kernel only, same shape: median (min–max) |\n|---|---|---|\n")
+		for i := range paths {
+			w := &paths[i]
+			if !strings.HasPrefix(w.kind, "pod IPv4") || strings.Contains(w.kind, "GRO") {
+				continue
+			}
+			k := slices.IndexFunc(paths, func(p dpPath) bool {
+				return p.topo == w.topo && p.cpu == w.cpu && strings.HasPrefix(p.kind, kernelShapes[0].kind)
+			})
+			var ratios []float64
+			for j, run := range runs[w] {
+				ratios = append(ratios, run.gbps/runs[&paths[k]][j].gbps)
+			}
+			placement := "unpinned"
+			if w.cpu != "" {
+				placement = "one CPU"
+			}
+			fmt.Fprintf(out, "| %s | %s | %.2f (%.2f–%.2f) |\n", w.topo.mode, placement, median(ratios), slices.Min(ratios), slices.Max(ratios))
+		}
+	}
+	fmt.Fprintf(out, "\nGbit/s: median (min–max) of the rounds; the ratio is taken per round (path run / underlay run of the same round). Per-round figures:\n\n")
 	for i := range paths {
 		p := &paths[i]
 		var s []string
