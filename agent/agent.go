@@ -61,9 +61,10 @@ type Firewall interface {
 type Host interface {
 	// Underlay returns the subnet and MTU of the interface holding addr.
 	Underlay(addr netip.Addr) (netip.Prefix, int, error)
-	// EnsureBridge makes the pod bridge exist, up, with the gateways and
-	// MTU, and turns on forwarding for the gateways' families.
-	EnsureBridge(ctx context.Context, name string, mtu int, gateways []netip.Prefix) error
+	// EnsureBridge makes the pod bridge exist, up, with its gateways and
+	// MTU and without stale gateways, and turns on forwarding for the
+	// gateways' families.
+	EnsureBridge(ctx context.Context, b overlay.Bridge) error
 }
 
 // IPAMUsage reports the use of the node's pod CIDRs (the CNI binary's store).

@@ -106,10 +106,10 @@ func (h *fakeHost) Underlay(a netip.Addr) (netip.Prefix, int, error) {
 	return netip.PrefixFrom(a, 24).Masked(), 1500, nil
 }
 
-func (h *fakeHost) EnsureBridge(_ context.Context, name string, mtu int, gws []netip.Prefix) error {
+func (h *fakeHost) EnsureBridge(_ context.Context, b overlay.Bridge) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.bridge = fmt.Sprintf("%s mtu %d %v", name, mtu, gws)
+	h.bridge = fmt.Sprintf("%s mtu %d %v owned %v", b.Name, b.MTU, b.Gateways, b.Owned)
 	return nil
 }
 
@@ -229,7 +229,7 @@ func TestAgentReconcilesFromInformers(t *testing.T) {
 		t.Errorf("datapath:\n%s\nwant:\n%s", got, wantDP)
 	}
 	h.host.mu.Lock()
-	if got, want := h.host.bridge, "weft0 mtu 1450 [10.244.1.1/24]"; got != want {
+	if got, want := h.host.bridge, "weft0 mtu 1450 [10.244.1.1/24] owned [10.244.0.0/16]"; got != want {
 		t.Errorf("bridge = %q, want %q", got, want)
 	}
 	h.host.mu.Unlock()

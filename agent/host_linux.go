@@ -32,11 +32,11 @@ func (l *LinuxHost) Underlay(addr netip.Addr) (netip.Prefix, int, error) { retur
 
 // EnsureBridge makes the pod bridge exist with its gateways and MTU (so
 // node → pod routes exist before the first pod) and turns on forwarding.
-func (l *LinuxHost) EnsureBridge(_ context.Context, name string, mtu int, gateways []netip.Prefix) error {
-	if _, err := overlay.EnsureBridge(l.h, overlay.Bridge{Name: name, MTU: mtu, Gateways: gateways}); err != nil {
-		return fmt.Errorf("ensure bridge %s: %w", name, err)
+func (l *LinuxHost) EnsureBridge(_ context.Context, b overlay.Bridge) error {
+	if _, err := overlay.EnsureBridge(l.h, b); err != nil {
+		return fmt.Errorf("ensure bridge %s: %w", b.Name, err)
 	}
-	if err := overlay.EnsureForwarding(gateways); err != nil {
+	if err := overlay.EnsureForwarding(b.Gateways); err != nil {
 		return fmt.Errorf("ensure forwarding: %w", err)
 	}
 	return nil

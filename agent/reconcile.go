@@ -21,6 +21,7 @@ import (
 	"weft.dev/weft/agent/config"
 	"weft.dev/weft/agent/plan"
 	"weft.dev/weft/agent/status"
+	"weft.dev/weft/overlay"
 )
 
 // pass collects one reconcile pass's outcome.
@@ -158,7 +159,10 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 	for i, gw := range res.Gateways {
 		gws = append(gws, netip.PrefixFrom(gw, pods[i].Bits()))
 	}
-	if err := a.o.Host.EnsureBridge(ctx, a.o.Bridge, res.PodMTU, gws); err != nil {
+	// Gateways of pod CIDRs the node no longer has are removed: an address
+	// in the cluster CIDRs is weft's.
+	br := overlay.Bridge{Name: a.o.Bridge, MTU: res.PodMTU, Gateways: gws, Owned: cfg.ClusterCIDRs}
+	if err := a.o.Host.EnsureBridge(ctx, br); err != nil {
 		p.fail("bridge", err)
 		p.block("bridge: " + err.Error()) // e.g. forwarding off and /proc/sys read-only
 	}

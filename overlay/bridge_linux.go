@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -21,6 +22,12 @@ type Bridge struct {
 	// Gateways are the bridge's own addresses, one per family, each with the
 	// prefix length of its pod CIDR (e.g. 10.244.1.1/24, fd00:10:244:1::1/64).
 	Gateways []netip.Prefix
+	// Owned are the networks whose addresses on the bridge are weft's (the
+	// cluster CIDRs): an address inside one of them that is not a gateway
+	// is removed, e.g. the gateway of a pod CIDR the node no longer has.
+	// Empty: nothing is removed (the CNI binary, whose configuration may
+	// be older than the agent's).
+	Owned []netip.Prefix
 }
 
 // MAC returns the bridge's pinned hardware address: a locally administered
@@ -43,7 +50,7 @@ func (b Bridge) MAC() net.HardwareAddr {
 // EnsureBridge makes the bridge described by b exist, up, with its pinned
 // MAC, MTU and gateway addresses, in the network namespace of h. It changes
 // only what differs, so the common case (all in place) costs one link and one
-// address query. Addresses weft did not ask for are left alone. IPv6 gateway
+// address query. Addresses outside b.Owned are left alone. IPv6 gateway
 // addresses skip duplicate address detection (IFA_F_NODAD), so they are
 // usable at once. It returns the bridge's interface index.
 func EnsureBridge(h *netlink.Handle, b Bridge) (int, error) {
@@ -78,7 +85,7 @@ func EnsureBridge(h *netlink.Handle, b Bridge) (int, error) {
 			return 0, fmt.Errorf("set mac %s on bridge %s: %w", mac, b.Name, err)
 		}
 	}
-	if err := bridgeEnsureGateways(h, link, b.Gateways); err != nil {
+	if err := bridgeEnsureGateways(h, link, b.Gateways, b.Owned); err != nil {
 		return 0, err
 	}
 	if attrs.Flags&net.FlagUp == 0 {
@@ -105,14 +112,24 @@ func bridgeCreate(h *netlink.Handle, b Bridge, mac net.HardwareAddr) (netlink.Li
 	return h.LinkByName(b.Name)
 }
 
-// bridgeEnsureGateways adds each missing gateway address to the bridge.
-func bridgeEnsureGateways(h *netlink.Handle, link netlink.Link, gateways []netip.Prefix) error {
-	if len(gateways) == 0 {
+// bridgeEnsureGateways adds each missing gateway address to the bridge and
+// removes the addresses inside owned that are not gateways.
+func bridgeEnsureGateways(h *netlink.Handle, link netlink.Link, gateways, owned []netip.Prefix) error {
+	if len(gateways) == 0 && len(owned) == 0 {
 		return nil
 	}
 	have, err := h.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list addresses on bridge %s: %w", link.Attrs().Name, err)
+	}
+	for _, a := range have {
+		p, ok := addrPrefix(a)
+		if !ok || slices.Contains(gateways, p) || !slices.ContainsFunc(owned, func(o netip.Prefix) bool { return o.Contains(p.Addr()) }) {
+			continue
+		}
+		if err := h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("remove stale gateway %s from bridge %s: %w", p, link.Attrs().Name, err)
+		}
 	}
 	for _, gw := range gateways {
 		if bridgeHasAddr(have, gw) {
@@ -126,17 +143,20 @@ func bridgeEnsureGateways(h *netlink.Handle, link netlink.Link, gateways []netip
 }
 
 func bridgeHasAddr(have []netlink.Addr, want netip.Prefix) bool {
-	for _, a := range have {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
-		ones, _ := a.Mask.Size()
-		if ip.Unmap() == want.Addr() && ones == want.Bits() {
-			return true
-		}
+	return slices.ContainsFunc(have, func(a netlink.Addr) bool {
+		p, ok := addrPrefix(a)
+		return ok && p == want
+	})
+}
+
+// addrPrefix is a's address with its prefix length, host bits kept.
+func addrPrefix(a netlink.Addr) (netip.Prefix, bool) {
+	ip, ok := netip.AddrFromSlice(a.IP)
+	if !ok {
+		return netip.Prefix{}, false
 	}
-	return false
+	ones, _ := a.Mask.Size()
+	return netip.PrefixFrom(ip.Unmap(), ones), true
 }
 
 // bridgeAddAddr adds p to link without duplicate address detection (IPv6 addresses

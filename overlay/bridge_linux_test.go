@@ -70,6 +70,32 @@ func TestEnsureBridge(t *testing.T) {
 	ns.MustRun(t, "ip", "link", "add", "p0", "master", "weft0", "type", "veth", "peer", "name", "p1")
 	ns.MustRun(t, "ip", "link", "del", "p0")
 	check("after a port came and went")
+
+	// The node's pod CIDR changed: with Owned (the agent's call) the old
+	// gateway goes, an address outside Owned stays; without Owned (the CNI
+	// binary's) nothing is removed.
+	ns.MustRun(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "weft0")
+	moved := b
+	moved.Gateways = []netip.Prefix{netip.MustParsePrefix("10.244.7.1/24"), b.Gateways[1]}
+	if _, err := overlay.EnsureBridge(h, moved); err != nil {
+		t.Fatal(err)
+	}
+	if out := ns.MustRun(t, "ip", "-o", "addr", "show", "dev", "weft0"); !strings.Contains(out, "inet 10.244.1.1/24") {
+		t.Errorf("without Owned the old gateway was removed:\n%s", out)
+	}
+	moved.Owned = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/48")}
+	if _, err := overlay.EnsureBridge(h, moved); err != nil {
+		t.Fatal(err)
+	}
+	out := ns.MustRun(t, "ip", "-o", "addr", "show", "dev", "weft0")
+	for _, want := range []string{"inet 10.244.7.1/24", "inet 192.0.2.1/24", "inet6 fd00:10:244:1::1/64"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("with Owned: addresses lack %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "10.244.1.1/") {
+		t.Errorf("with Owned: the old gateway 10.244.1.1/24 stayed:\n%s", out)
+	}
 }
 
 func TestEnsureBridgeRefusesOtherType(t *testing.T) {
