@@ -276,14 +276,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.services, a.secrets = listersv1.NewServiceLister(svcInf.GetIndexer()), listersv1.NewSecretLister(secInf.GetIndexer())
 	a.servicesSynced, a.secretsSynced = svcInf.HasSynced, secInf.HasSynced
 	// The informers stop when Run returns, also when a part failed while
-	// ctx lives on; Run waits for them.
+	// ctx lives on; Run waits for them, but no longer than
+	// informerStopGrace.
 	var informers sync.WaitGroup
 	infCtx, stopInformers := context.WithCancel(ctx)
 	for _, inf := range []cache.SharedIndexInformer{nodeInf, cmInf, svcInf, secInf} {
 		informers.Go(func() { inf.RunWithContext(infCtx) })
 	}
-	defer informers.Wait()
-	defer stopInformers()
+	defer a.stopInformers(stopInformers, &informers)
 
 	if a.o.KernelRoutes != nil {
 		rctx, cancel := context.WithTimeout(ctx, a.o.PassTimeout)
@@ -313,6 +313,27 @@ func (a *Agent) Run(ctx context.Context) error {
 	err := g.Wait()
 	a.log.Info("weft-agent stopped; datapath left in place")
 	return err
+}
+
+// informerStopGrace bounds Run's wait for its informers to stop. While the
+// apiserver is unreachable, an informer sleeps between attempts to stream
+// its list (up to 30 s), and client-go's reflector does not end that sleep
+// when its context is cancelled; the agent should not hold a node's
+// shutdown (or a DaemonSet's rollout) for it. An informer left running
+// ends when its sleep does. A variable for the test.
+var informerStopGrace = 2 * time.Second
+
+// stopInformers cancels the informers and waits for them, at most
+// informerStopGrace.
+func (a *Agent) stopInformers(cancel context.CancelFunc, running *sync.WaitGroup) {
+	cancel()
+	done := make(chan struct{})
+	go func() { running.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(informerStopGrace):
+		a.log.Info("informers still waiting to retry the apiserver; not waiting for them", "waited", informerStopGrace)
+	}
 }
 
 // newInformer is a shared informer of one kind (its cache indexed by
