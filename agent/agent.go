@@ -51,9 +51,11 @@ type Datapath interface {
 	Cleanup(ctx context.Context) error
 }
 
-// Firewall reconciles weft's chains (overlay.Firewall).
+// Firewall reconciles weft's chains (overlay.Firewall): Reconcile checks
+// every chain, Sync only those whose rules changed (and the sets).
 type Firewall interface {
 	Reconcile(ctx context.Context, r overlay.Rules) error
+	Sync(ctx context.Context, r overlay.Rules) error
 	Cleanup(ctx context.Context) error
 }
 
@@ -146,6 +148,9 @@ type Agent struct {
 	pending    map[string]string // peer → reason last reported
 	lastSweep  time.Time
 	backoff    time.Duration
+	// fwSynced: the last pass's firewall call succeeded; until the next
+	// resync tick, passes only sync it (see reconcile).
+	fwSynced bool
 
 	mu     sync.Mutex // guards st
 	st     status.Status
@@ -412,6 +417,7 @@ func (a *Agent) work(ctx context.Context) error {
 		case <-a.kickCh:
 		case <-resync.C:
 			a.sweepDue.Store(true)
+			a.fwSynced = false
 		case <-retry:
 		}
 		failed := a.reconcile(ctx)

@@ -80,10 +80,19 @@ func (f *fakeDatapath) dump() string {
 type fakeFirewall struct {
 	mu      sync.Mutex
 	rules   overlay.Rules
+	checks  int // Reconcile calls
 	cleaned bool
 }
 
 func (f *fakeFirewall) Reconcile(_ context.Context, r overlay.Rules) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rules = r
+	f.checks++
+	return nil
+}
+
+func (f *fakeFirewall) Sync(_ context.Context, r overlay.Rules) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rules = r
@@ -310,6 +319,13 @@ func TestAgentReconcilesFromInformers(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.eventually("route to node-b removed", func() bool { return !strings.Contains(h.dp.dump(), "10.244.2.0") })
+	// Those passes synced the firewall (its rules follow the nodes) but
+	// listed its chains only in the first: the resync (1h here) is not due.
+	h.fw.mu.Lock()
+	if got := fmt.Sprint(h.fw.rules.VTEPSources, h.fw.checks); got != "[192.168.1.3 192.168.1.4] 1" {
+		t.Errorf("firewall VTEP sources and chain checks = %s, want [192.168.1.3 192.168.1.4] 1", got)
+	}
+	h.fw.mu.Unlock()
 
 	// A kernel change notification triggers a pass.
 	h.dp.mu.Lock()

@@ -182,7 +182,15 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 		a.log.Info("datapath programmed", "podCIDRs", pods, "peers", len(res.Peers))
 		a.programmed = true
 	}
-	if err := a.o.Firewall.Reconcile(ctx, res.Rules); err != nil {
+	// The chains are listed (iptables runs, several times per chain) once
+	// per resync period; passes woken by events in between only sync what
+	// changed, so a burst of Node events costs no iptables runs.
+	fw := a.o.Firewall.Reconcile
+	if a.fwSynced {
+		fw = a.o.Firewall.Sync
+	}
+	err = fw(ctx, res.Rules)
+	if a.fwSynced = err == nil; err != nil {
 		p.fail("firewall", err)
 	}
 	if cfg.Mode != config.BGP && dpErr == nil {

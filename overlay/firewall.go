@@ -3,6 +3,7 @@ package overlay
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Rules are the firewall rules of one node, for both IP families.
@@ -30,6 +31,10 @@ const kubeProxyMasqMark = "0x4000/0x4000"
 type chain struct {
 	table, parent, name string
 	rules               []string
+}
+
+func (c chain) equal(o chain) bool {
+	return c.table == o.table && c.parent == o.parent && c.name == o.name && slices.Equal(c.rules, o.rules)
 }
 
 // ipFamily parameterises the one code path both families share.

@@ -39,6 +39,11 @@ type Firewall struct {
 	mu     sync.Mutex
 	ipt    map[bool]*iptables.IPTables // by v6
 	writes int                         // firewall writes so far (tests check idempotence)
+	checks int                         // chain checks so far (each runs iptables)
+	// verified are the chains, by family (v6), found in place or written
+	// by the last pass that checked them without an error; Sync does not
+	// list those again.
+	verified map[bool][]chain
 }
 
 // NewFirewall returns a Firewall for the namespace at nsPath ("" for the
@@ -59,7 +64,7 @@ func NewFirewall(nsPath string, log *slog.Logger) (*Firewall, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netfilter netlink handle in %q: %w", nsPath, err)
 	}
-	return &Firewall{path: nsPath, log: log, h: h, ipt: map[bool]*iptables.IPTables{}}, nil
+	return &Firewall{path: nsPath, log: log, h: h, ipt: map[bool]*iptables.IPTables{}, verified: map[bool][]chain{}}, nil
 }
 
 // Close releases the netlink socket.
@@ -94,7 +99,17 @@ func (f *Firewall) iptables(fam ipFamily) (*iptables.IPTables, error) {
 // Reconcile makes weft's chains, jumps and sets match r in both families.
 // Chains whose listing already matches are not touched, so a periodic pass
 // over unchanged rules writes nothing.
-func (f *Firewall) Reconcile(ctx context.Context, r Rules) error {
+func (f *Firewall) Reconcile(ctx context.Context, r Rules) error { return f.reconcile(ctx, r, true) }
+
+// Sync is Reconcile for the passes between periodic ones: the sets are
+// made to match (netlink, no process), but a chain whose rules are those
+// the last check verified is not listed again. Each chain check runs the
+// iptables program three times, which costs more than the rest of a pass
+// on a small node; a chain changed by someone else is repaired by the next
+// Reconcile.
+func (f *Firewall) Sync(ctx context.Context, r Rules) error { return f.reconcile(ctx, r, false) }
+
+func (f *Firewall) reconcile(ctx context.Context, r Rules, check bool) error {
 	if err := r.validate(); err != nil {
 		return fmt.Errorf("invalid firewall rules: %w", err)
 	}
@@ -109,13 +124,19 @@ func (f *Firewall) Reconcile(ctx context.Context, r Rules) error {
 			errs = append(errs, err)
 			continue // the INPUT chain would refer to a missing set
 		}
+		chains := r.chains(fam)
+		if !check && slices.EqualFunc(chains, f.verified[fam.v6], chain.equal) {
+			continue
+		}
+		delete(f.verified, fam.v6)
 		err := f.inNS(func() error {
 			ipt, err := f.iptables(fam)
 			if err != nil {
 				return err
 			}
 			var errs []error
-			for _, c := range r.chains(fam) {
+			for _, c := range chains {
+				f.checks++
 				if err := f.syncChain(ipt, c); err != nil {
 					errs = append(errs, fmt.Errorf("%s %s/%s: %w", fam.name, c.table, c.name, err))
 				}
@@ -124,7 +145,9 @@ func (f *Firewall) Reconcile(ctx context.Context, r Rules) error {
 		})
 		if err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		f.verified[fam.v6] = chains
 	}
 	return errors.Join(errs...)
 }
@@ -132,21 +155,19 @@ func (f *Firewall) Reconcile(ctx context.Context, r Rules) error {
 // syncChain creates the chain if needed, rewrites it when its listing
 // differs, and makes sure the parent chain jumps to it.
 func (f *Firewall) syncChain(ipt *iptables.IPTables, c chain) error {
-	exists, err := ipt.ChainExists(c.table, c.name)
-	if err != nil {
-		return fmt.Errorf("check chain: %w", err)
+	// One listing tells both whether the chain exists (iptables exits
+	// with 1 when it does not) and what it holds.
+	listed, err := ipt.List(c.table, c.name)
+	var ierr *iptables.Error
+	exists := err == nil
+	if err != nil && (!errors.As(err, &ierr) || ierr.ExitStatus() != 1) {
+		return fmt.Errorf("list: %w", err)
 	}
 	var have []string
-	if exists {
-		listed, err := ipt.List(c.table, c.name)
-		if err != nil {
-			return fmt.Errorf("list: %w", err)
-		}
-		prefix := "-A " + c.name + " "
-		for _, l := range listed {
-			if rest, ok := strings.CutPrefix(l, prefix); ok {
-				have = append(have, rest)
-			}
+	prefix := "-A " + c.name + " "
+	for _, l := range listed {
+		if rest, ok := strings.CutPrefix(l, prefix); ok {
+			have = append(have, rest)
 		}
 	}
 	if !exists || !slices.Equal(have, c.rules) {
@@ -220,6 +241,7 @@ func (f *Firewall) syncSet(fam ipFamily, want []netip.Addr) error {
 func (f *Firewall) Cleanup(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	clear(f.verified)
 	var errs []error
 	for _, fam := range ipFamilies {
 		err := f.inNS(func() error {

@@ -178,6 +178,22 @@ func TestFirewall(t *testing.T) {
 		t.Fatalf("second Reconcile made %d firewall writes, want 0", w)
 	}
 
+	// Sync with the same rules runs no iptables: a rule deleted by hand is
+	// left to the next Reconcile, which puts it back.
+	masq := []string{"-t", "nat", "-C", ChainPostrouting, "-s", "10.244.0.0/24", "-j", "MASQUERADE", "--random-fully"}
+	node.MustRun(t, "iptables", "-t", "nat", "-D", ChainPostrouting, "-s", "10.244.0.0/24", "-j", "MASQUERADE", "--random-fully")
+	checks := fw.checks
+	if err := fw.Sync(ctx, rules); err != nil {
+		t.Fatal(err)
+	}
+	if c := fw.checks - checks; c != 0 {
+		t.Errorf("Sync with unchanged rules checked %d chains, want 0", c)
+	}
+	if err := fw.Reconcile(ctx, rules); err != nil {
+		t.Fatal(err)
+	}
+	node.MustRun(t, "iptables", masq...) // fails the test when still missing
+
 	// VXLAN port: accepted from node addresses only.
 	vx := listenUDP(t, node, 4789)
 	for _, c := range []struct {
@@ -222,12 +238,12 @@ func TestFirewall(t *testing.T) {
 	// Members change one by one: the stranger becomes a node, the old node
 	// leaves; the set is the same set (its rule keeps matching).
 	rules.VTEPSources = []netip.Addr{addr("192.168.78.3"), addr("fd78::2")}
-	before = fw.writes
-	if err := fw.Reconcile(ctx, rules); err != nil {
+	before, checks = fw.writes, fw.checks
+	if err := fw.Sync(ctx, rules); err != nil {
 		t.Fatal(err)
 	}
-	if w := fw.writes - before; w != 2 {
-		t.Errorf("membership change made %d writes, want 2 (one add, one delete)", w)
+	if w, c := fw.writes-before, fw.checks-checks; w != 2 || c != 0 {
+		t.Errorf("membership change made %d writes and %d chain checks, want 2 (one add, one delete) and 0", w, c)
 	}
 	set := node.MustRun(t, "ipset", "list", "weft-nodes4")
 	if !strings.Contains(set, "192.168.78.3") || strings.Contains(set, "192.168.78.2\n") {
@@ -253,6 +269,11 @@ func TestFirewall(t *testing.T) {
 	if out := node.MustRun(t, "ipset", "list", "-n"); strings.Contains(out, "weft") {
 		t.Errorf("ipsets after Cleanup: %s", out)
 	}
+	// Cleanup forgets what was verified: a Sync puts everything back.
+	if err := fw.Sync(ctx, rules); err != nil {
+		t.Fatal(err)
+	}
+	node.MustRun(t, "iptables", masq...)
 }
 
 // reset forgets what r received so far.
