@@ -167,6 +167,18 @@ func runCNIStack(ctx context.Context, out *strings.Builder, tmp, weftDir string,
 		rows = append(rows, r)
 	}
 
+	// The kernel's floor: the requests of one ADD from a warm process, in
+	// a node namespace of its own and the benchmark's pods, empty again
+	// after the scenarios' DELs.
+	kNode, err := mkns("bkflr")
+	if err != nil {
+		return err
+	}
+	kernel, err := kernelAddFloor(kNode, pods, st.dual)
+	if err != nil {
+		return fmt.Errorf("kernel floor: %w", err)
+	}
+
 	fmt.Fprintf(out, "### %s\n\n", st.name)
 	fmt.Fprintf(out, "| scenario | op | weft | reference | weft/reference (median) |\n|---|---|---|---|---|\n")
 	for _, r := range rows {
@@ -182,6 +194,10 @@ func runCNIStack(ctx context.Context, out *strings.Builder, tmp, weftDir string,
 	}
 	fmt.Fprintf(out, "| process start floor (VERSION, %d sequential) | — | %.2f | %.2f | %.2f× |\n", cniSeq,
 		ms(floor["weft"]), ms(floor["reference"]), float64(floor["weft"])/float64(floor["reference"]))
+	fmt.Fprintf(out, "| kernel requests of one ADD from a warm process, no plugin (%d sequential) | ADD | %.2f | | |\n", cniSeq, ms(kernel))
+	refSeq := quantile(rows[0].res["reference"].add, 0.5)
+	fmt.Fprintf(out, "\nThe two floors together (VERSION of weft + the kernel's requests): %.2f ms, %.2f× the reference's sequential ADD median.\n",
+		ms(floor["weft"]+kernel), float64(floor["weft"]+kernel)/float64(refSeq))
 	seqW, fullW := rows[0].res["weft"].add, rows[2].res["weft"].add
 	fmt.Fprintf(out, "\nweft ADD median with %d allocated / empty store: %.2f×.\n\n",
 		cniFilled, float64(quantile(fullW, 0.5))/float64(quantile(seqW, 0.5)))
