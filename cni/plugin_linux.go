@@ -191,11 +191,7 @@ func setupPod(podNS netns.NsHandle, c *Config, a Attachment) error {
 		}
 		for i, addr := range a.Addrs {
 			p := netip.PrefixFrom(addr, c.Networks[i].Prefix.Bits())
-			nl := &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(p.Bits(), addr.BitLen())}}
-			if addr.Is6() {
-				nl.Flags = unix.IFA_F_NODAD
-			}
-			if err := h.AddrAdd(link, nl); err != nil {
+			if err := h.AddrAdd(link, overlay.NoDADAddr(p)); err != nil {
 				return fmt.Errorf("add address %s to %s: %w", p, a.IfName, err)
 			}
 		}

@@ -159,23 +159,25 @@ func addrPrefix(a netlink.Addr) (netip.Prefix, bool) {
 	return netip.PrefixFrom(ip.Unmap(), ones), true
 }
 
-// bridgeAddAddr adds p to link without duplicate address detection (IPv6 addresses
-// are usable at once; the flag is harmless for IPv4). An address already
-// present is not an error.
+// bridgeAddAddr adds p to link (see NoDADAddr). An address already present
+// is not an error.
 func bridgeAddAddr(h *netlink.Handle, link netlink.Link, p netip.Prefix) error {
-	addr := &netlink.Addr{IPNet: bridgeIPNet(p)}
-	if p.Addr().Is6() {
-		addr.Flags = unix.IFA_F_NODAD
-	}
-	if err := h.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := h.AddrAdd(link, NoDADAddr(p)); err != nil && !errors.Is(err, unix.EEXIST) {
 		return err
 	}
 	return nil
 }
 
-// bridgeIPNet converts p (address with prefix length, host bits kept) to a *net.IPNet.
-func bridgeIPNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+// NoDADAddr is the netlink address for p (address with prefix length, host
+// bits kept), without duplicate address detection: an IPv6 address is
+// usable at once (IFA_F_NODAD; IPv4 has no such wait). weft's gateways and
+// pod addresses are made this way.
+func NoDADAddr(p netip.Prefix) *netlink.Addr {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
 }
 
 // bridgeForwardingSysctl is the per-namespace switch that lets the node route pod

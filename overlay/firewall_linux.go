@@ -104,9 +104,9 @@ func (f *Firewall) Reconcile(ctx context.Context, r Rules) error { return f.reco
 // Sync is Reconcile for the passes between periodic ones: the sets are
 // made to match (netlink, no process), but a chain whose rules are those
 // the last check verified is not listed again. Each chain check runs the
-// iptables program three times, which costs more than the rest of a pass
-// on a small node; a chain changed by someone else is repaired by the next
-// Reconcile.
+// iptables program twice (list the chain, check the jump), which costs
+// more than the rest of a pass on a small node; a chain changed by someone
+// else is repaired by the next Reconcile.
 func (f *Firewall) Sync(ctx context.Context, r Rules) error { return f.reconcile(ctx, r, false) }
 
 func (f *Firewall) reconcile(ctx context.Context, r Rules, check bool) error {

@@ -181,7 +181,7 @@ func TestFirewall(t *testing.T) {
 	// Sync with the same rules runs no iptables: a rule deleted by hand is
 	// left to the next Reconcile, which puts it back.
 	masq := []string{"-t", "nat", "-C", ChainPostrouting, "-s", "10.244.0.0/24", "-j", "MASQUERADE", "--random-fully"}
-	node.MustRun(t, "iptables", "-t", "nat", "-D", ChainPostrouting, "-s", "10.244.0.0/24", "-j", "MASQUERADE", "--random-fully")
+	node.MustRun(t, "iptables", append([]string{"-t", "nat", "-D"}, masq[3:]...)...)
 	checks := fw.checks
 	if err := fw.Sync(ctx, rules); err != nil {
 		t.Fatal(err)

@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"weft.dev/weft/overlay"
 )
 
 // kernelAddFloor times, in this (warm) process, the kernel requests any
@@ -42,12 +45,18 @@ func kernelAddFloor(node string, pods []string, dual bool) (time.Duration, error
 		return 0, err
 	}
 	for _, gw := range gws {
-		if err := h.AddrAdd(br, &netlink.Addr{IPNet: ipNet(gw), Flags: nodad(gw)}); err != nil {
+		if err := h.AddrAdd(br, overlay.NoDADAddr(gw)); err != nil {
 			return 0, fmt.Errorf("bridge address %v: %w", gw, err)
 		}
 	}
+	// next: each pod's addresses, one per gateway, counting up from the
+	// gateway.
+	next := slices.Clone(gws)
 	var d []time.Duration
 	for i, pod := range pods {
+		for j, p := range next {
+			next[j] = netip.PrefixFrom(p.Addr().Next(), p.Bits())
+		}
 		podNS, err := netns.GetFromName(pod)
 		if err != nil {
 			return 0, err
@@ -67,13 +76,8 @@ func kernelAddFloor(node string, pods []string, dual bool) (time.Duration, error
 			if err != nil {
 				return err
 			}
-			for _, gw := range gws {
-				a := gw.Addr().Next().Next()
-				for range i {
-					a = a.Next()
-				}
-				p := netip.PrefixFrom(a, gw.Bits())
-				if err := ph.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p), Flags: nodad(p)}); err != nil {
+			for _, p := range next {
+				if err := ph.AddrAdd(l, overlay.NoDADAddr(p)); err != nil {
 					return fmt.Errorf("pod address %v: %w", p, err)
 				}
 			}
@@ -100,16 +104,4 @@ func kernelAddFloor(node string, pods []string, dual bool) (time.Duration, error
 		}
 	}
 	return quantile(d, 0.5), nil
-}
-
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-// nodad: IPv6 addresses usable at once, as the plugins make them.
-func nodad(p netip.Prefix) int {
-	if p.Addr().Is6() {
-		return 0x02 // IFA_F_NODAD
-	}
-	return 0
 }
