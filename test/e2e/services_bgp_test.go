@@ -149,11 +149,16 @@ func TestServicesBGPFRR(t *testing.T) {
 				return nil
 			})
 			t.Logf("LoadBalancer %s announced by every node %s after the Service was applied; FRR next hops %v", lbIP, time.Since(t0).Round(time.Millisecond), want)
-			out, err := l.Exec(ctx, "tor", "ip", "-4", "route", "show", prefix)
-			route := strings.Join(strings.Fields(string(out)), " ") + " "
-			if err != nil || !slices.ContainsFunc(want, func(a string) bool { return strings.Contains(route, "via "+a+" ") }) {
-				t.Errorf("tor: kernel route for %s %q (%v), want via a node", prefix, route, err)
-			}
+			// bgpd has the paths; zebra puts the best into the tor's kernel a moment later.
+			var route string
+			eventually(t, 10*time.Second, "tor's kernel routes "+prefix+" via a node", func() error {
+				out, err := l.Exec(ctx, "tor", "ip", "-4", "route", "show", prefix)
+				route = strings.Join(strings.Fields(string(out)), " ") + " "
+				if err != nil || !slices.ContainsFunc(want, func(a string) bool { return strings.Contains(route, "via "+a+" ") }) {
+					return fmt.Errorf("kernel route %q (%v), want via one of %v", route, err, want)
+				}
+				return nil
+			})
 			t.Logf("tor kernel route: %s", route)
 
 			url := fmt.Sprintf("http://%s/", lbIP)
@@ -188,9 +193,12 @@ func TestServicesBGPFRR(t *testing.T) {
 				return nil
 			})
 			t.Logf("LoadBalancer %s withdrawn from FRR %s after the Service was deleted", lbIP, time.Since(t0).Round(time.Millisecond))
-			if out, err := l.Exec(ctx, "tor", "ip", "-4", "route", "show", prefix); err != nil || strings.TrimSpace(string(out)) != "" {
-				t.Errorf("tor: kernel route for %s left after the withdrawal: %q (%v)", prefix, out, err)
-			}
+			eventually(t, 10*time.Second, "tor's kernel drops "+prefix, func() error {
+				if out, err := l.Exec(ctx, "tor", "ip", "-4", "route", "show", prefix); err != nil || strings.TrimSpace(string(out)) != "" {
+					return fmt.Errorf("kernel route left after the withdrawal: %q (%v)", out, err)
+				}
+				return nil
+			})
 		})
 	}
 }
