@@ -10,12 +10,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -119,7 +121,9 @@ func checkProxyMode(mode string) error {
 }
 
 // KubeProxyStart starts kube-proxy in mode on a weft node and waits until
-// its /healthz answers 200 (it has synced its rules once). A kube-proxy
+// its /healthz answers 200 and its metrics show a first successful rule
+// sync for every family of the cluster (/healthz alone answers 200 while
+// kube-proxy is still starting up, before any rule exists). A kube-proxy
 // that runs already is stopped first, so a second call switches modes
 // (kube-proxy removes the other modes' rules when it starts).
 func (l *Lab) KubeProxyStart(ctx context.Context, node, mode string) error {
@@ -165,6 +169,9 @@ func (l *Lab) KubeProxyStart(ctx context.Context, node, mode string) error {
 	for {
 		err := controlplane.GetOK(ctx, client, "http://"+kubeProxyHealthz+"/healthz")
 		if err == nil {
+			err = l.kubeProxySynced(ctx, client)
+		}
+		if err == nil {
 			l.log.Info("kube-proxy started", "node", node, "mode", mode, "pid", pid)
 			return nil
 		}
@@ -178,6 +185,62 @@ func (l *Lab) KubeProxyStart(ctx context.Context, node, mode string) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// kubeProxySyncMetric is the gauge kube-proxy sets, per IP family, after
+// each successful sync of its rules; it is absent before the first one.
+const kubeProxySyncMetric = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
+
+// kubeProxySynced reads a node's kube-proxy metrics and fails unless every
+// family of the cluster's CIDRs has synced its rules at least once.
+func (l *Lab) kubeProxySynced(ctx context.Context, client *http.Client) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+kubeProxyMetrics+"/metrics", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	synced := kubeProxySyncedFamilies(string(body))
+	for _, p := range l.Topo.Cluster.ClusterCIDRs {
+		fam := "IPv4"
+		if p.Addr().Is6() {
+			fam = "IPv6"
+		}
+		if !synced[fam] {
+			return fmt.Errorf("kube-proxy has not synced its %s rules yet (%s)", fam, kubeProxySyncMetric)
+		}
+	}
+	return nil
+}
+
+// kubeProxySyncedFamilies returns the families whose sync timestamp in a
+// Prometheus text exposition is set and positive.
+func kubeProxySyncedFamilies(metrics string) map[string]bool {
+	synced := map[string]bool{}
+	for line := range strings.Lines(metrics) {
+		rest, ok := strings.CutPrefix(line, kubeProxySyncMetric+`{ip_family="`)
+		if !ok {
+			continue
+		}
+		fam, rest, ok := strings.Cut(rest, `"}`)
+		if !ok {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64); err == nil && v > 0 {
+			synced[fam] = true
+		}
+	}
+	return synced
 }
 
 // KubeProxyStartAll starts kube-proxy in mode on every weft node.
