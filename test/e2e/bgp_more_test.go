@@ -77,7 +77,10 @@ func TestBGPCrossSubnet(t *testing.T) {
 	// behind the router.
 	for _, n := range weft {
 		eventually(t, 30*time.Second, n.Name+": kernel routes via the router", func() error {
-			routes := bgpKernelRoutes(t, ctx, l, n.Name)
+			routes, err := bgpKernelRoutes(ctx, l, n.Name)
+			if err != nil {
+				return err
+			}
 			var missing []string
 			for _, o := range weft {
 				if o.Name == n.Name {
@@ -97,7 +100,7 @@ func TestBGPCrossSubnet(t *testing.T) {
 		})
 	}
 	t.Logf("bgp across two subnets: sessions up and every route installed %s after the ConfigMap update", time.Since(t0).Round(time.Millisecond))
-	t.Logf("node1 routes (proto 87):\n%s", bgpKernelRoutes(t, ctx, l, "node1"))
+	t.Logf("node1 routes (proto 87):\n%s", mustKernelRoutes(t, ctx, l, "node1"))
 
 	pods := bgpPods(t, ctx, l, "x")
 	bgpMatrix(t, ctx, l, pods)

@@ -160,7 +160,7 @@ func TestCluster(t *testing.T) {
 			}
 		}
 		for _, ip := range b.IPs {
-			if err := l.Ping(ctx, node+"/a", ip); err != nil {
+			if err := pingWithin(ctx, l, node+"/a", ip, 5*time.Second); err != nil {
 				t.Errorf("a -> b %s: %v", ip, err)
 			}
 		}

@@ -143,7 +143,11 @@ func TestServicesBGPFRR(t *testing.T) {
 			prefix := netip.PrefixFrom(lbIP, 32).String()
 			t0 = time.Now()
 			eventually(t, 20*time.Second, "FRR learns "+prefix+" from every node", func() error {
-				if got := frrTable(t, ctx, l, "tor", "ipv4").nextHops(prefix); !slices.Equal(got, want) {
+				tb, err := frrTable(ctx, l, "tor", "ipv4")
+				if err != nil {
+					return err
+				}
+				if got := tb.nextHops(prefix); !slices.Equal(got, want) {
 					return fmt.Errorf("next hops %v, want %v", got, want)
 				}
 				return nil
@@ -187,7 +191,11 @@ func TestServicesBGPFRR(t *testing.T) {
 			}
 			t0 = time.Now()
 			eventually(t, 20*time.Second, "FRR withdraws "+prefix, func() error {
-				if got := frrTable(t, ctx, l, "tor", "ipv4").Routes[prefix]; len(got) > 0 {
+				tb, err := frrTable(ctx, l, "tor", "ipv4")
+				if err != nil {
+					return err
+				}
+				if got := tb.Routes[prefix]; len(got) > 0 {
 					return fmt.Errorf("still %d paths", len(got))
 				}
 				return nil
