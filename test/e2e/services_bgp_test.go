@@ -56,7 +56,7 @@ func TestServicesBGPMesh(t *testing.T) {
 			if err := l.KubeProxyStartAll(ctx, mode); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("kube-proxy %s healthy on %d nodes in %s (weft in bgp mode)", mode, len(nodes), time.Since(t0).Round(time.Millisecond))
+			t.Logf("kube-proxy %s healthy with its rules synced on %d nodes in %s (weft in bgp mode)", mode, len(nodes), time.Since(t0).Round(time.Millisecond))
 			checkProxyRules(t, ctx, l, mode)
 
 			t.Run("ClusterIP across nodes, client address kept", func(t *testing.T) { s.checkClusterIP(t, ctx) })
@@ -125,7 +125,7 @@ func TestServicesBGPFRR(t *testing.T) {
 			if err := l.KubeProxyStartAll(ctx, mode); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("kube-proxy %s healthy on %d nodes in %s", mode, len(weft), time.Since(t0).Round(time.Millisecond))
+			t.Logf("kube-proxy %s healthy with its rules synced on %d nodes in %s", mode, len(weft), time.Since(t0).Round(time.Millisecond))
 
 			svc, err := l.ServiceApply(ctx, lab.ServiceSpec{Name: "lb", Type: corev1.ServiceTypeLoadBalancer, Port: 80, TargetPort: port,
 				Backends: pods, IngressIPs: []netip.Addr{lbIP}})

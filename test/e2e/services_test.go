@@ -57,7 +57,7 @@ func TestServices(t *testing.T) {
 			if err := l.KubeProxyStartAll(ctx, mode); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("kube-proxy %s healthy on %d nodes in %s", mode, len(s.nodes), time.Since(t0).Round(time.Millisecond))
+			t.Logf("kube-proxy %s healthy with its rules synced on %d nodes in %s", mode, len(s.nodes), time.Since(t0).Round(time.Millisecond))
 			checkProxyRules(t, ctx, l, mode)
 
 			t.Run("ClusterIP across nodes, client address kept", func(t *testing.T) { s.checkClusterIP(t, ctx) })

@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net/http"
 	"net/netip"
@@ -194,19 +193,7 @@ const kubeProxySyncMetric = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
 // kubeProxySynced reads a node's kube-proxy metrics and fails unless every
 // family of the cluster's CIDRs has synced its rules at least once.
 func (l *Lab) kubeProxySynced(ctx context.Context, client *http.Client) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+kubeProxyMetrics+"/metrics", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /metrics: %s", resp.Status)
-	}
-	body, err := io.ReadAll(resp.Body)
+	body, err := controlplane.Get(ctx, client, "http://"+kubeProxyMetrics+"/metrics")
 	if err != nil {
 		return err
 	}

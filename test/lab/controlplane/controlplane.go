@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -477,19 +478,25 @@ func (cp *ControlPlane) startLocked(ctx context.Context, name string, args []str
 // GetOK fetches url with client (e.g. one dialing inside a namespace) and
 // wants status 200.
 func GetOK(ctx context.Context, client *http.Client, url string) error {
+	_, err := Get(ctx, client, url)
+	return err
+}
+
+// Get fetches url with client, wants status 200 and returns the body.
+func Get(ctx context.Context, client *http.Client, url string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return nil
+	return io.ReadAll(resp.Body)
 }
 
 func (cp *ControlPlane) etcdReady(ctx context.Context) error {
