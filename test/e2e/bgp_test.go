@@ -359,6 +359,42 @@ func frrTables(ctx context.Context, l *lab.Lab, router string) (v4, v6 frrBGP, e
 	return v4, v6, err
 }
 
+// frrWaitNextHops waits until FRR on router holds the IPv4 prefix with
+// exactly the next hops in want (sorted) and returns how long it waited.
+func frrWaitNextHops(t *testing.T, ctx context.Context, l *lab.Lab, router, prefix string, want []string) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	eventually(t, 20*time.Second, router+" learns "+prefix+" from every node", func() error {
+		tb, err := frrTable(ctx, l, router, "ipv4")
+		if err != nil {
+			return err
+		}
+		if got := tb.nextHops(prefix); !slices.Equal(got, want) {
+			return fmt.Errorf("next hops %v, want %v", got, want)
+		}
+		return nil
+	})
+	return time.Since(t0).Round(time.Millisecond)
+}
+
+// frrWaitWithdrawn waits until FRR on router holds no path for the IPv4
+// prefix and returns how long it waited.
+func frrWaitWithdrawn(t *testing.T, ctx context.Context, l *lab.Lab, router, prefix string) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	eventually(t, 20*time.Second, router+" withdraws "+prefix, func() error {
+		tb, err := frrTable(ctx, l, router, "ipv4")
+		if err != nil {
+			return err
+		}
+		if got := tb.Routes[prefix]; len(got) > 0 {
+			return fmt.Errorf("still %d paths", len(got))
+		}
+		return nil
+	})
+	return time.Since(t0).Round(time.Millisecond)
+}
+
 // frrNextHops are the valid global next hops FRR holds for prefix.
 func (tb frrBGP) nextHops(prefix string) []string {
 	var out []string
@@ -532,18 +568,8 @@ func TestBGPFRR(t *testing.T) {
 			want = append(want, bgpNodeAddr(n, true))
 		}
 		slices.Sort(want)
-		t0 := time.Now()
-		eventually(t, 20*time.Second, "FRR learns "+lbIP+"/32 from every node", func() error {
-			tb, err := frrTable(ctx, l, "tor", "ipv4")
-			if err != nil {
-				return err
-			}
-			if got := tb.nextHops(lbIP + "/32"); !slices.Equal(got, want) {
-				return fmt.Errorf("next hops %v, want %v", got, want)
-			}
-			return nil
-		})
-		t.Logf("LoadBalancer %s announced by every node %s after its status was set", lbIP, time.Since(t0).Round(time.Millisecond))
+		took := frrWaitNextHops(t, ctx, l, "tor", lbIP+"/32", want)
+		t.Logf("LoadBalancer %s announced by every node %s after its status was set", lbIP, took)
 		for _, n := range weft {
 			if routes := mustKernelRoutes(t, ctx, l, n.Name); strings.Contains(routes, lbIP) {
 				t.Errorf("%s: installed the Service address it announces itself:\n%s", n.Name, routes)
@@ -552,18 +578,8 @@ func TestBGPFRR(t *testing.T) {
 		if err := svcs.Delete(ctx, svc.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		t0 = time.Now()
-		eventually(t, 20*time.Second, "FRR withdraws "+lbIP+"/32", func() error {
-			tb, err := frrTable(ctx, l, "tor", "ipv4")
-			if err != nil {
-				return err
-			}
-			if got := tb.Routes[lbIP+"/32"]; len(got) > 0 {
-				return fmt.Errorf("still %d paths", len(got))
-			}
-			return nil
-		})
-		t.Logf("LoadBalancer %s withdrawn %s after the Service was deleted", lbIP, time.Since(t0).Round(time.Millisecond))
+		took = frrWaitWithdrawn(t, ctx, l, "tor", lbIP+"/32")
+		t.Logf("LoadBalancer %s withdrawn %s after the Service was deleted", lbIP, took)
 	})
 
 	t.Run("graceful-restart", func(t *testing.T) {

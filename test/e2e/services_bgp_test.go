@@ -141,18 +141,8 @@ func TestServicesBGPFRR(t *testing.T) {
 			}
 			slices.Sort(want)
 			prefix := netip.PrefixFrom(lbIP, 32).String()
-			t0 = time.Now()
-			eventually(t, 20*time.Second, "FRR learns "+prefix+" from every node", func() error {
-				tb, err := frrTable(ctx, l, "tor", "ipv4")
-				if err != nil {
-					return err
-				}
-				if got := tb.nextHops(prefix); !slices.Equal(got, want) {
-					return fmt.Errorf("next hops %v, want %v", got, want)
-				}
-				return nil
-			})
-			t.Logf("LoadBalancer %s announced by every node %s after the Service was applied; FRR next hops %v", lbIP, time.Since(t0).Round(time.Millisecond), want)
+			took := frrWaitNextHops(t, ctx, l, "tor", prefix, want)
+			t.Logf("LoadBalancer %s announced by every node %s after the Service was applied; FRR next hops %v", lbIP, took, want)
 			// bgpd has the paths; zebra puts the best into the tor's kernel a moment later.
 			var route string
 			eventually(t, 10*time.Second, "tor's kernel routes "+prefix+" via a node", func() error {
@@ -189,18 +179,8 @@ func TestServicesBGPFRR(t *testing.T) {
 			if err := l.ServiceDelete(ctx, "default", "lb"); err != nil {
 				t.Fatal(err)
 			}
-			t0 = time.Now()
-			eventually(t, 20*time.Second, "FRR withdraws "+prefix, func() error {
-				tb, err := frrTable(ctx, l, "tor", "ipv4")
-				if err != nil {
-					return err
-				}
-				if got := tb.Routes[prefix]; len(got) > 0 {
-					return fmt.Errorf("still %d paths", len(got))
-				}
-				return nil
-			})
-			t.Logf("LoadBalancer %s withdrawn from FRR %s after the Service was deleted", lbIP, time.Since(t0).Round(time.Millisecond))
+			took = frrWaitWithdrawn(t, ctx, l, "tor", prefix)
+			t.Logf("LoadBalancer %s withdrawn from FRR %s after the Service was deleted", lbIP, took)
 			eventually(t, 10*time.Second, "tor's kernel drops "+prefix, func() error {
 				if out, err := l.Exec(ctx, "tor", "ip", "-4", "route", "show", prefix); err != nil || strings.TrimSpace(string(out)) != "" {
 					return fmt.Errorf("kernel route left after the withdrawal: %q (%v)", out, err)
