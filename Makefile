@@ -2,26 +2,34 @@
 GO        ?= go
 BIN       := $(CURDIR)/bin
 K8S_BIN   ?= $(CURDIR)/.cache/k8s/v1.37.2
+RUNTIME_BIN ?= $(CURDIR)/.cache/runtime
 export WEFT_BIN := $(BIN)
 export WEFT_K8S_BIN := $(K8S_BIN)
+export WEFT_RUNTIME_BIN := $(RUNTIME_BIN)
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build deps k8s test unit e2e bench demo lint fmt clean manifests image kind-up
+.PHONY: all build deps k8s runtime test unit e2e bench demo lint fmt clean manifests image kind-up
 
 all: build
 
 # Static binaries (no cgo): the CNI plugin is copied onto hosts whose C
 # library weft does not know, and a static Go program starts faster (no
-# dynamic loader), which every pod's ADD and DEL pays.
+# dynamic loader), which every pod's ADD and DEL pays. cmd/ holds what users
+# install; test/cmd/ the lab (weft-lab and the pause of its pods).
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/... ./test/cmd/...
 
 deps:
 	@test/deps.sh
 
 k8s:
 	@test/k8s/build.sh $(K8S_BIN)
+
+# What the lab's real nodes run besides Kubernetes: containerd v2, runc,
+# CoreDNS (test/runtime), cached like the Kubernetes binaries.
+runtime: deps
+	@test/runtime/build.sh $(RUNTIME_BIN)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -30,20 +38,22 @@ lint:
 
 # Unit tests and root-only integration tests (namespaces on the real kernel),
 # then the end-to-end tests in the lab with a real control plane.
-test: deps build k8s image lint
+test: deps build k8s runtime image lint
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -tags e2e -timeout 40m ./test/e2e/
 
 unit:
 	$(GO) test -count=1 -short ./...
 
-e2e: deps build k8s
+e2e: deps build k8s runtime image
 	$(GO) test -count=1 -tags e2e -timeout 40m -v ./test/e2e/
 
 bench: deps build
 	$(GO) run ./test/bench
 
-demo: deps build k8s
+# The user's path on real nodes: containerd + kubelet per node, weft
+# installed with kubectl apply, a Deployment, DNS, the live mode switch.
+demo: deps build k8s runtime image
 	$(BIN)/weft-lab demo -f test/topologies/vxlan-3node.clab.yml
 
 clean:

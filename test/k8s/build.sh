@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes binaries the lab runs into OUT (default: the
+# Builds the Kubernetes binaries the lab runs (control plane, kubelet,
+# kube-scheduler, kube-proxy, kubectl, agnhost) into OUT (default: the
 # git-ignored .cache/k8s/<version>/ at the repository root), only those that
 # are missing. Usage: test/k8s/build.sh [OUT]
 set -euo pipefail
@@ -14,9 +15,13 @@ for kv in gitVersion=$version gitMajor=$major gitMinor=$minor gitTreeState=clean
   ldflags="$ldflags -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
 done
 cd "$here"
-for cmd in kube-apiserver kube-controller-manager kube-proxy kubectl; do
+# The control plane and the node binaries, then agnhost (the e2e suite's
+# test server, baked into the lab's images with CGO off).
+for pkg in cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-proxy cmd/kubectl \
+  cmd/kube-scheduler cmd/kubelet test/images/agnhost; do
+  cmd=${pkg##*/}
   if [ -x "$out/$cmd" ]; then continue; fi
   echo "building $cmd $version into $out" >&2
-  go build -trimpath -ldflags "$ldflags" -o "$out/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
+  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$cmd.tmp" "k8s.io/kubernetes/$pkg"
   mv "$out/$cmd.tmp" "$out/$cmd"
 done
