@@ -199,7 +199,7 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 		a.retained = nil // what the kernel held at start is not bgp's anymore
 	}
 	if a.programmed {
-		if err := a.writeCNI(res.PodMTU, pods, res.Gateways); err != nil {
+		if err := a.writeCNI(self.Status.NodeInfo.ContainerRuntimeVersion, res.PodMTU, pods, res.Gateways); err != nil {
 			p.fail("cni", err)
 		}
 	}
@@ -313,11 +313,13 @@ func (a *Agent) lease(ctx context.Context, cfg config.Config, self *corev1.Node,
 	return blocks, nil
 }
 
-// writeCNI writes the conflist and the ready file.
-func (a *Agent) writeCNI(mtu int, pods []netip.Prefix, gws []netip.Addr) error {
+// writeCNI writes the conflist, at a version the node's container runtime
+// (its Node's status.nodeInfo.containerRuntimeVersion) accepts, and the
+// ready file.
+func (a *Agent) writeCNI(runtime string, mtu int, pods []netip.Prefix, gws []netip.Addr) error {
 	wrote, err := cniconf.Write(a.o.CNIConfDir, cniconf.Network{
 		Bridge: a.o.Bridge, MTU: mtu, PodCIDRs: pods, Gateways: gws,
-		DataDir: ipamDir(a.o.StateDir), ReadyFile: a.ReadyFile(), Chain: a.o.CNIChain,
+		DataDir: ipamDir(a.o.StateDir), ReadyFile: a.ReadyFile(), Chain: a.o.CNIChain.For(runtime),
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -21,6 +23,28 @@ const Preferred = "1.1.0"
 type Chain struct {
 	CNIVersion string // empty means Preferred
 	Portmap    bool
+}
+
+// For returns the chain at a version the container runtime accepts, given
+// as a Node reports it in status.nodeInfo.containerRuntimeVersion
+// ("containerd://1.6.20"). containerd before 2.0 refuses a conflist whose
+// cniVersion is newer than 1.0.0 ("unsupported CNI result version"), so its
+// nodes get 1.0.0 (no STATUS or GC; ADD, DEL and CHECK unchanged). Every
+// other runtime, and an unknown one (empty while the kubelet has not yet
+// reported), gets the negotiated version.
+func (c Chain) For(runtime string) Chain {
+	if c.CNIVersion == "" {
+		c.CNIVersion = Preferred
+	}
+	name, ver, ok := strings.Cut(runtime, "://")
+	if !ok || name != "containerd" {
+		return c
+	}
+	major, _, _ := strings.Cut(strings.TrimPrefix(ver, "v"), ".")
+	if n, err := strconv.Atoi(major); err == nil && n < 2 && c.CNIVersion == "1.1.0" {
+		c.CNIVersion = "1.0.0"
+	}
+	return c
 }
 
 // Negotiate finds the portmap plugin in binDirs (the runtime's CNI plugin

@@ -61,3 +61,27 @@ func TestNegotiateInstalledPortmap(t *testing.T) {
 		t.Errorf("Negotiate(%s) = %+v, want portmap chained at 1.1.0 or 1.0.0", dir, got)
 	}
 }
+
+func TestChainFor(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		chain   Chain
+		runtime string
+		want    Chain
+	}{
+		{"unknown runtime keeps 1.1.0", Chain{CNIVersion: "1.1.0", Portmap: true}, "", Chain{CNIVersion: "1.1.0", Portmap: true}},
+		{"zero chain is Preferred", Chain{}, "", Chain{CNIVersion: Preferred}},
+		{"containerd 1.6 gets 1.0.0", Chain{CNIVersion: "1.1.0", Portmap: true}, "containerd://1.6.20", Chain{CNIVersion: "1.0.0", Portmap: true}},
+		{"containerd 1.7 gets 1.0.0", Chain{}, "containerd://v1.7.24", Chain{CNIVersion: "1.0.0"}},
+		{"containerd 2.x keeps 1.1.0", Chain{CNIVersion: "1.1.0"}, "containerd://2.4.2", Chain{CNIVersion: "1.1.0"}},
+		{"containerd 1.6 keeps an older version", Chain{CNIVersion: "1.0.0", Portmap: true}, "containerd://1.6.20", Chain{CNIVersion: "1.0.0", Portmap: true}},
+		{"cri-o keeps 1.1.0", Chain{CNIVersion: "1.1.0"}, "cri-o://1.34.0", Chain{CNIVersion: "1.1.0"}},
+		{"garbled version keeps 1.1.0", Chain{CNIVersion: "1.1.0"}, "containerd://x", Chain{CNIVersion: "1.1.0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.chain.For(tc.runtime); got != tc.want {
+				t.Errorf("%+v.For(%q) = %+v, want %+v", tc.chain, tc.runtime, got, tc.want)
+			}
+		})
+	}
+}
