@@ -22,6 +22,6 @@ for pkg in cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-proxy cmd/kub
   cmd=${pkg##*/}
   if [ -x "$out/$cmd" ]; then continue; fi
   echo "building $cmd $version into $out" >&2
-  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$cmd.tmp" "k8s.io/kubernetes/$pkg"
-  mv "$out/$cmd.tmp" "$out/$cmd"
+  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$cmd.tmp.$$" "k8s.io/kubernetes/$pkg"
+  mv "$out/$cmd.tmp.$$" "$out/$cmd"
 done

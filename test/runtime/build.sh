@@ -16,8 +16,8 @@ coredns=$(ver github.com/coredns/coredns)
 build() { # name package ldflags [tags]
   [ -x "$out/$1" ] && return 0
   echo "building $1 into $out" >&2
-  CGO_ENABLED=0 go build -trimpath -tags "${4:-}" -ldflags "-s -w $3" -o "$out/$1.tmp" "$2"
-  mv "$out/$1.tmp" "$out/$1"
+  CGO_ENABLED=0 go build -trimpath -tags "${4:-}" -ldflags "-s -w $3" -o "$out/$1.tmp.$$" "$2"
+  mv "$out/$1.tmp.$$" "$out/$1"
 }
 cv="-X github.com/containerd/containerd/v2/version.Version=$ctrd"
 build containerd github.com/containerd/containerd/v2/cmd/containerd "$cv" "no_btrfs no_devmapper no_zfs"
