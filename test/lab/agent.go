@@ -67,6 +67,9 @@ func (l *Lab) AgentStart(ctx context.Context, node string) error {
 	if err := l.checkWeftNode(node); err != nil {
 		return err
 	}
+	if l.opts.Kubelets {
+		return fmt.Errorf("node %s is a real node: weft runs there as its DaemonSet's pod", node)
+	}
 	if !l.AgentBuilt() {
 		return fmt.Errorf("node %s: %w: no %s (run `make build`)", node, ErrNoAgent, l.agentBin())
 	}

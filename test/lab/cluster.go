@@ -65,18 +65,34 @@ func (l *Lab) upCluster(ctx context.Context) error {
 			NodeMaskV6:        c.NodeMaskV6,
 			ServiceCIDRs:      c.ServiceCIDRs,
 			AllocateNodeCIDRs: c.AllocateNodeCIDRs,
+			Kubelets:          l.opts.Kubelets,
 			Log:               l.log,
 		})
 		if err != nil {
 			return fmt.Errorf("control plane: %w", err)
 		}
 		l.cp = cp
-		if err := l.applyDeploy(ctx, cp); err != nil {
+		if l.opts.Kubelets {
+			err = l.installWeft(ctx)
+		} else {
+			err = l.applyDeploy(ctx, cp)
+		}
+		if err != nil {
 			return err
 		}
 	}
 	if err := l.setMode(ctx, l.Topo.Cluster.Mode); err != nil {
 		return err
+	}
+	if l.opts.Kubelets {
+		for _, w := range l.Topo.NodesOf(KindWeft) {
+			for _, d := range []string{"etc/cni/net.d", "var/lib/weft", "run/weft", "pods"} {
+				if err := os.MkdirAll(filepath.Join(l.NodeDir(w.Name), d), 0o755); err != nil {
+					return err
+				}
+			}
+		}
+		return l.upRealNodes(ctx)
 	}
 	for _, w := range l.Topo.NodesOf(KindWeft) {
 		if err := l.ensureWeftNode(ctx, w); err != nil {
@@ -179,6 +195,19 @@ func (l *Lab) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	}
 	return l.output(ctx, l.NS(n.Name), filepath.Join(l.opts.K8sBinDir, "kubectl"),
 		append([]string{"--kubeconfig", l.AdminKubeconfig()}, args...)...)
+}
+
+// KubectlCommand is kubectl with the admin kubeconfig inside the
+// control-plane namespace, for a caller that wires its standard streams
+// (kubectl apply -f - reads standard input).
+func (l *Lab) KubectlCommand(ctx context.Context, args ...string) (*exec.Cmd, error) {
+	n, ok := l.Topo.ControlPlane()
+	if !ok {
+		return nil, fmt.Errorf("lab %s has no control-plane node", l.Name)
+	}
+	argv := append([]string{"netns", "exec", l.NS(n.Name), filepath.Join(l.opts.K8sBinDir, "kubectl"),
+		"--kubeconfig", l.AdminKubeconfig()}, args...)
+	return exec.CommandContext(ctx, "ip", argv...), nil
 }
 
 // APIServerStop kills kube-apiserver; etcd and the controller manager stay.

@@ -34,6 +34,9 @@ func Demo(ctx context.Context, opts Options, file, name string, w io.Writer) (er
 		fmt.Fprintf(w, "demo: lab %s down in %s\n", l.Name, time.Since(t).Round(time.Millisecond))
 	}()
 	fmt.Fprintf(w, "demo: lab %s up in %s: %d weft nodes\n", l.Name, time.Since(t0).Round(time.Millisecond), len(l.Topo.NodesOf(KindWeft)))
+	if opts.Kubelets {
+		return demoReal(ctx, l, w)
+	}
 	var pods []Pod
 	for _, n := range l.Topo.NodesOf(KindWeft) {
 		for _, p := range []string{"a", "b"} {

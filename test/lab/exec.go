@@ -3,11 +3,14 @@ package lab
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Resolve returns the namespace of a topology node or a pod. A pod is named
@@ -118,4 +121,29 @@ func (l *Lab) Listen(name, network, address string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen %s %s in %s: %w", network, address, name, err)
 	}
 	return ln, nil
+}
+
+// HTTPGet fetches url from inside a node or pod (see Resolve) and returns
+// the body of a 200 answer.
+func (l *Lab) HTTPGet(ctx context.Context, from, url string) (string, error) {
+	ns, err := l.Resolve(from)
+	if err != nil {
+		return "", err
+	}
+	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		DialContext: dialIn(ns), DisableKeepAlives: true,
+	}}
+	resp, err := client.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return string(body), nil
 }

@@ -273,7 +273,12 @@ func logTailOf(path string) string {
 // with the lab CA (<controlplane>/pki/ca.{crt,key}) and writes the node's
 // kube-proxy kubeconfig, unless one exists.
 func (l *Lab) writeKubeProxyKubeconfig(node string) error {
-	path := l.KubeProxyKubeconfig(node)
+	return l.writeClientKubeconfig(l.KubeProxyKubeconfig(node), kubeProxyUser, nil)
+}
+
+// writeClientKubeconfig writes (once) a kubeconfig for the lab's apiserver
+// with a client certificate for user and groups, signed by the lab CA.
+func (l *Lab) writeClientKubeconfig(path, user string, groups []string) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
@@ -289,16 +294,16 @@ func (l *Lab) writeKubeProxyKubeconfig(node string) error {
 	if err != nil {
 		return fmt.Errorf("lab CA key: %w", err)
 	}
-	certPEM, keyPEM, err := signClientCert(caPEM, caKeyPEM, kubeProxyUser, nil)
+	certPEM, keyPEM, err := signClientCert(caPEM, caKeyPEM, user, groups)
 	if err != nil {
 		return err
 	}
 	server := "https://" + netip.AddrPortFrom(firstAddr(cpNode), controlplane.APIServerPort).String()
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["weft-lab"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
-	cfg.AuthInfos[kubeProxyUser] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
-	cfg.Contexts["kube-proxy"] = &clientcmdapi.Context{Cluster: "weft-lab", AuthInfo: kubeProxyUser}
-	cfg.CurrentContext = "kube-proxy"
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
+	cfg.Contexts["default"] = &clientcmdapi.Context{Cluster: "weft-lab", AuthInfo: user}
+	cfg.CurrentContext = "default"
 	data, err := clientcmd.Write(*cfg)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)

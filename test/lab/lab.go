@@ -44,6 +44,16 @@ type Options struct {
 	CNIPluginDir string       // reference CNI plugins (loopback, portmap); default /usr/lib/cni
 	DeployDir    string       // Kubernetes manifests; default deploy/kubernetes at the repository root
 	Log          *slog.Logger // default slog.Default()
+
+	// Kubelets makes every weft node a real node: containerd + kubelet in
+	// its namespaces, weft installed as its DaemonSet (deploy/weft.yaml),
+	// kube-proxy and CoreDNS running, pods made through the apiserver (see
+	// kubelet.go). Without it the lab runs each agent as a process and makes
+	// pods through libcni. Default: $WEFT_LAB_KUBELETS=1.
+	Kubelets   bool
+	RuntimeDir string // containerd, runc, ctr, CoreDNS; default $WEFT_RUNTIME_BIN, else .cache/runtime at the repository root
+	ImageDir   string // image archives the lab builds; default .cache/images at the repository root
+	WeftImage  string // weft's image archive (make image); default <BinDir>/weft-image.tar
 }
 
 // DefaultBaseDir holds one directory per lab.
@@ -67,6 +77,21 @@ func (o Options) withDefaults() Options {
 		if dir, err := controlplane.DefaultBinDir(); err == nil {
 			o.K8sBinDir = dir
 		}
+	}
+	if os.Getenv("WEFT_LAB_KUBELETS") == "1" {
+		o.Kubelets = true
+	}
+	if o.RuntimeDir == "" {
+		o.RuntimeDir = os.Getenv("WEFT_RUNTIME_BIN")
+	}
+	if o.RuntimeDir == "" && root != "" {
+		o.RuntimeDir = filepath.Join(root, ".cache", "runtime")
+	}
+	if o.ImageDir == "" && root != "" {
+		o.ImageDir = filepath.Join(root, ".cache", "images")
+	}
+	if o.WeftImage == "" {
+		o.WeftImage = filepath.Join(o.BinDir, "weft-image.tar")
 	}
 	if o.CNIPluginDir == "" {
 		o.CNIPluginDir = "/usr/lib/cni"
@@ -124,6 +149,7 @@ type state struct {
 	Source   string    `json:"source"`   // the topology file Up was given
 	TopoDir  string    `json:"topoDir"`  // where its startup-configs live
 	Complete bool      `json:"complete"` // Up finished
+	Kubelets bool      `json:"kubelets"` // real nodes (Options.Kubelets)
 	Created  time.Time `json:"created"`
 }
 
@@ -207,7 +233,7 @@ func (o Options) Up(ctx context.Context, file, name string) (l *Lab, err error) 
 	if err := os.WriteFile(filepath.Join(l.Dir, "topology.yml"), src, 0o644); err != nil {
 		return nil, fmt.Errorf("copy topology: %w", err)
 	}
-	st := state{Name: name, Source: abs, TopoDir: topo.Dir, Created: time.Now()}
+	st := state{Name: name, Source: abs, TopoDir: topo.Dir, Created: time.Now(), Kubelets: o.Kubelets}
 	if err := writeState(l.Dir, st); err != nil {
 		return nil, err
 	}
@@ -250,6 +276,7 @@ func (o Options) Open(name string) (*Lab, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab %s topology: %w", name, err)
 	}
+	o.Kubelets = st.Kubelets
 	l := &Lab{Name: name, Topo: topo, Dir: dir, opts: o, log: o.Log.With("lab", name)}
 	if n, ok := topo.ControlPlane(); ok {
 		cp, err := attachCluster(l.cpDir(), l.NS(n.Name), firstAddr(n))
@@ -342,7 +369,15 @@ func (o Options) Down(name string) error {
 	}
 	dir := filepath.Join(o.BaseDir, name)
 	var errs []error
-	// The control plane first, so the apiserver does not see nodes vanish.
+	// Real nodes first: their containers live in namespaces and cgroups
+	// the rest of Down does not see.
+	nodeDirs, _ := filepath.Glob(filepath.Join(dir, "nodes", "*"))
+	for _, d := range nodeDirs {
+		if err := stopRealNode(name, d); err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", filepath.Base(d), err))
+		}
+	}
+	// The control plane next, so the apiserver does not see nodes vanish.
 	if err := controlplane.Cleanup(filepath.Join(dir, "controlplane")); err != nil {
 		errs = append(errs, fmt.Errorf("control plane: %w", err))
 	}
@@ -378,6 +413,9 @@ func (o Options) Down(name string) error {
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+	}
+	if err := removeHostMountPoints(o.BaseDir); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

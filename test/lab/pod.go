@@ -57,6 +57,9 @@ func (l *Lab) PodAdd(ctx context.Context, node, pod string) (Pod, error) {
 	if _, err := os.Stat(l.podFile(node, pod)); err == nil {
 		return Pod{}, fmt.Errorf("pod %s/%s exists", node, pod)
 	}
+	if l.opts.Kubelets {
+		return l.podAddReal(ctx, node, pod)
+	}
 	list, err := l.conflist(ctx, node)
 	if err != nil {
 		return Pod{}, err
@@ -93,6 +96,9 @@ func (l *Lab) PodAdd(ctx context.Context, node, pod string) (Pod, error) {
 func (l *Lab) PodDel(ctx context.Context, node, pod string) error {
 	if err := l.checkWeftNode(node); err != nil {
 		return err
+	}
+	if l.opts.Kubelets {
+		return l.podDelReal(ctx, node, pod)
 	}
 	p := Pod{Node: node, Name: pod, NS: podNS(l.Name, node, pod)}
 	var errs []error

@@ -20,7 +20,10 @@ import (
 
 const usage = `usage: weft-lab [-v] COMMAND ...
 
-  up -f FILE [--name N]        bring a topology up (prints the lab name)
+  up -f FILE [--name N] [--kubelets]
+                               bring a topology up (prints the lab name); with
+                               --kubelets every weft node runs containerd +
+                               kubelet and weft runs as its DaemonSet
   down N                       remove everything of lab N
   status N                     nodes, pod CIDRs, agents, pods
   list                         labs on this machine
@@ -31,7 +34,9 @@ const usage = `usage: weft-lab [-v] COMMAND ...
   agent start|kill|restart N NODE
   apiserver stop|start N
   link down|up N NODE IFACE    cut or restore a link (inside NODE)
-  demo -f FILE                 up, pods, connectivity matrix, down
+  demo -f FILE [--processes]   up (real nodes), weft installed, a Deployment,
+                               connectivity matrix, DNS, mode switch, down;
+                               --processes: agents as processes, libcni pods
 ` + servicesUsage
 
 func main() {
@@ -85,9 +90,11 @@ func dispatch(ctx context.Context, opts lab.Options, cmd string, args []string, 
 		fs.SetOutput(stderr)
 		file := fs.String("f", "", "topology file")
 		name := fs.String("name", "", "lab name (default: the topology's name)")
+		kubelets := fs.Bool("kubelets", opts.Kubelets, "real nodes: containerd + kubelet, weft as a DaemonSet")
 		if err := fs.Parse(args); err != nil {
 			return usageErr("up: %v", err)
 		}
+		opts.Kubelets = *kubelets
 		if *file == "" || fs.NArg() > 0 {
 			return usageErr("up -f FILE [--name N]")
 		}
@@ -166,9 +173,12 @@ func dispatch(ctx context.Context, opts lab.Options, cmd string, args []string, 
 		if err != nil {
 			return err
 		}
-		out, err := l.Kubectl(ctx, args[2:]...)
-		stdout.Write(out)
-		return err
+		c, err := l.KubectlCommand(ctx, args[2:]...)
+		if err != nil {
+			return err
+		}
+		c.Stdin, c.Stdout, c.Stderr = os.Stdin, stdout, stderr
+		return exitStatus(c.Run())
 	case "agent":
 		if len(args) != 3 {
 			return usageErr("agent start|kill|restart N NODE")
@@ -218,9 +228,11 @@ func dispatch(ctx context.Context, opts lab.Options, cmd string, args []string, 
 		fs.SetOutput(stderr)
 		file := fs.String("f", "", "topology file")
 		name := fs.String("name", "", "lab name (default: demo-<pid>)")
+		processes := fs.Bool("processes", false, "agents as processes and pods through libcni, no kubelets")
 		if err := fs.Parse(args); err != nil {
 			return usageErr("demo: %v", err)
 		}
+		opts.Kubelets = !*processes
 		if *file == "" || fs.NArg() > 0 {
 			return usageErr("demo -f FILE")
 		}

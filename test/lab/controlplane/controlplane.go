@@ -15,9 +15,14 @@
 //
 // The kube-controller-manager runs only the controllers in
 // Config.Controllers (DefaultControllers). The node-lifecycle controller is
-// left out on purpose: the lab registers nodes as a kubelet would but sends
-// no heartbeats, so that controller would mark every node NotReady and taint
-// it unreachable after its grace period.
+// left out on purpose: without kubelets the lab registers nodes as a kubelet
+// would but sends no heartbeats, so that controller would mark every node
+// NotReady and taint it unreachable after its grace period.
+//
+// With Config.Kubelets the nodes are real kubelets: the control plane also
+// runs kube-scheduler and the workload controllers (WorkloadControllers),
+// and the apiserver reaches kubelets (exec, logs, port-forward) at their
+// InternalIP with a client certificate of its own.
 package controlplane
 
 import (
@@ -47,6 +52,7 @@ const (
 	etcdPort      = 2379
 	etcdPeerPort  = 2380
 	kcmPort       = 10257
+	schedPort     = 10259
 )
 
 // DefaultControllers are the kube-controller-manager controllers the lab
@@ -60,6 +66,22 @@ var DefaultControllers = []string{
 	"root-ca-certificate-publisher-controller",
 	"namespace-controller",
 	"endpointslice-controller",
+}
+
+// WorkloadControllers are added to the controllers when the nodes are real
+// kubelets: Deployments, ReplicaSets, DaemonSets, StatefulSets, Jobs and the
+// garbage collector that deletes what they own.
+var WorkloadControllers = []string{
+	"deployment-controller",
+	"replicaset-controller",
+	"replicationcontroller-controller",
+	"daemonset-controller",
+	"statefulset-controller",
+	"job-controller",
+	"garbage-collector-controller",
+	"disruption-controller",
+	"ttl-after-finished-controller",
+	"endpoints-controller",
 }
 
 // MaxTokenExpiration is the apiserver's --service-account-max-token-expiration;
@@ -78,7 +100,8 @@ type Config struct {
 	NodeMaskV6        int            // per-node pod CIDR size for IPv6; default 64
 	ServiceCIDRs      []netip.Prefix // at most one per family; default 10.96.0.0/16
 	AllocateNodeCIDRs bool           // kube-controller-manager --allocate-node-cidrs
-	Controllers       []string       // kube-controller-manager --controllers; default DefaultControllers
+	Controllers       []string       // kube-controller-manager --controllers; default DefaultControllers (+ WorkloadControllers with Kubelets)
+	Kubelets          bool           // nodes are real kubelets: run kube-scheduler and the workload controllers
 	StartTimeout      time.Duration  // bound on Start when ctx has no deadline; default 3m
 	Log               *slog.Logger   // default slog.Default()
 }
@@ -104,6 +127,7 @@ const (
 	etcdName      = "etcd"
 	apiserverName = "kube-apiserver"
 	kcmName       = "kube-controller-manager"
+	schedName     = "kube-scheduler"
 )
 
 func (c *Config) setDefaults() error {
@@ -137,6 +161,9 @@ func (c *Config) setDefaults() error {
 	}
 	if len(c.Controllers) == 0 {
 		c.Controllers = DefaultControllers
+		if c.Kubelets {
+			c.Controllers = append(append([]string(nil), DefaultControllers...), WorkloadControllers...)
+		}
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 3 * time.Minute
@@ -336,6 +363,10 @@ func (cp *ControlPlane) start(ctx context.Context) error {
 		credential{certPEM: p.kcm.certPEM, keyPEM: p.kcm.keyPEM}); err != nil {
 		return err
 	}
+	if err := writeKubeconfig(cp.schedKubeconfig(), cp.server, p.ca.certPEM, "kube-scheduler",
+		credential{certPEM: p.sched.certPEM, keyPEM: p.sched.keyPEM}); err != nil {
+		return err
+	}
 
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
@@ -349,6 +380,11 @@ func (cp *ControlPlane) start(ctx context.Context) error {
 	t2 := time.Now()
 	if err := cp.startLocked(ctx, kcmName, cp.kcmArgs(), cp.kcmReady); err != nil {
 		return err
+	}
+	if cp.cfg.Kubelets {
+		if err := cp.startLocked(ctx, schedName, cp.schedArgs(), cp.schedReady); err != nil {
+			return err
+		}
 	}
 	t3 := time.Now()
 	cp.log.Info("control plane ready", "dir", cp.cfg.Dir,
@@ -366,6 +402,25 @@ func (cp *ControlPlane) bin(name string) string {
 
 func (cp *ControlPlane) kcmKubeconfig() string {
 	return filepath.Join(cp.cfg.Dir, "controller-manager.kubeconfig")
+}
+
+func (cp *ControlPlane) schedKubeconfig() string {
+	return filepath.Join(cp.cfg.Dir, "scheduler.kubeconfig")
+}
+
+func (cp *ControlPlane) schedArgs() []string {
+	f := cp.files
+	kc := cp.schedKubeconfig()
+	return []string{
+		"--kubeconfig=" + kc,
+		"--authentication-kubeconfig=" + kc,
+		"--authorization-kubeconfig=" + kc,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(schedPort),
+		"--tls-cert-file=" + f.kcmServeCert,
+		"--tls-private-key-file=" + f.kcmServeKey,
+		"--leader-elect=false",
+	}
 }
 
 func (cp *ControlPlane) etcdArgs() []string {
@@ -403,6 +458,12 @@ func (cp *ControlPlane) apiserverArgs() []string {
 		"--service-cluster-ip-range=" + join(cp.cfg.ServiceCIDRs),
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
+		// Kubelets are reached at the address they report, not by a host
+		// name nothing in the lab resolves, with the apiserver's own client
+		// certificate (kubectl exec, logs, port-forward).
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--kubelet-client-certificate=" + f.kubeletClientCert,
+		"--kubelet-client-key=" + f.kubeletClientKey,
 	}
 }
 
@@ -521,6 +582,16 @@ func (cp *ControlPlane) Readyz(ctx context.Context) error {
 }
 
 func (cp *ControlPlane) kcmReady(ctx context.Context) error {
+	return cp.localHealthz(ctx, kcmPort)
+}
+
+func (cp *ControlPlane) schedReady(ctx context.Context) error {
+	return cp.localHealthz(ctx, schedPort)
+}
+
+// localHealthz asks /healthz of a daemon serving on the control-plane
+// namespace's loopback with the lab's controller-manager serving cert.
+func (cp *ControlPlane) localHealthz(ctx context.Context, port int) error {
 	tlsCfg, err := rest.TLSConfigFor(&rest.Config{TLSClientConfig: rest.TLSClientConfig{CAData: cp.pki.ca.certPEM}})
 	if err != nil {
 		return err
@@ -528,7 +599,7 @@ func (cp *ControlPlane) kcmReady(ctx context.Context) error {
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: cp.dial.DialContext, TLSClientConfig: tlsCfg, DisableKeepAlives: true,
 	}}
-	return GetOK(ctx, client, fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort))
+	return GetOK(ctx, client, fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
 }
 
 // RESTConfig returns a new admin (system:masters) config whose Dial opens
@@ -638,7 +709,7 @@ func (cp *ControlPlane) Stop() error {
 		return nil
 	}
 	cp.stopped = true
-	for _, name := range []string{kcmName, apiserverName, etcdName} {
+	for _, name := range []string{schedName, kcmName, apiserverName, etcdName} {
 		if d := cp.daemons[name]; d != nil {
 			d.stop(cp.cfg.Dir)
 			delete(cp.daemons, name)

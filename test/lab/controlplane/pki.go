@@ -45,6 +45,8 @@ type pki struct {
 	admin     *keyPair // client, system:masters
 	kcm       *keyPair // client, system:kube-controller-manager
 	kcmServe  *keyPair // serving, 127.0.0.1
+	sched     *keyPair // client, system:kube-scheduler
+	kubelet   *keyPair // client of the kubelets' APIs, system:masters
 	saKeyPEM  []byte   // service-account signing key (private)
 	saPubPEM  []byte
 }
@@ -153,6 +155,8 @@ func newPKI(apiIPs []netip.Addr) (*pki, error) {
 		}}},
 		{&p.admin, certSpec{cn: "weft-lab-admin", orgs: []string{"system:masters"}, usage: client}},
 		{&p.kcm, certSpec{cn: "system:kube-controller-manager", usage: client}},
+		{&p.sched, certSpec{cn: "system:kube-scheduler", usage: client}},
+		{&p.kubelet, certSpec{cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}, usage: client}},
 		{&p.kcmServe, certSpec{cn: "kube-controller-manager", usage: server,
 			ips: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, dnsSAN: []string{"localhost"}}},
 	} {
@@ -185,6 +189,8 @@ type pkiFiles struct {
 	apiCert, apiKey           string
 	kcmServeCert, kcmServeKey string
 	saKey, saPub              string
+	kubeletClientCert         string
+	kubeletClientKey          string
 }
 
 func (p *pki) write(dir string) (pkiFiles, error) {
@@ -195,6 +201,8 @@ func (p *pki) write(dir string) (pkiFiles, error) {
 		kcmServeCert: filepath.Join(d, "controller-manager-serving.crt"),
 		kcmServeKey:  filepath.Join(d, "controller-manager-serving.key"),
 		saKey:        filepath.Join(d, "sa.key"), saPub: filepath.Join(d, "sa.pub"),
+		kubeletClientCert: filepath.Join(d, "apiserver-kubelet-client.crt"),
+		kubeletClientKey:  filepath.Join(d, "apiserver-kubelet-client.key"),
 	}
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return f, fmt.Errorf("create %s: %w", d, err)
@@ -204,6 +212,7 @@ func (p *pki) write(dir string) (pkiFiles, error) {
 		f.apiCert: p.apiserver.certPEM, f.apiKey: p.apiserver.keyPEM,
 		f.kcmServeCert: p.kcmServe.certPEM, f.kcmServeKey: p.kcmServe.keyPEM,
 		f.saKey: p.saKeyPEM, f.saPub: p.saPubPEM,
+		f.kubeletClientCert: p.kubelet.certPEM, f.kubeletClientKey: p.kubelet.keyPEM,
 	} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			return f, fmt.Errorf("write %s: %w", path, err)

@@ -1,0 +1,191 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+
+	"weft.dev/weft/test/lab/image"
+)
+
+// The images a real node runs, under the names Kubernetes v1.37.2 and its
+// e2e suite use, so nothing is ever pulled: the lab builds each once into
+// Options.ImageDir from what is on the machine and imports it into every
+// node's containerd.
+const (
+	PauseImage   = "registry.k8s.io/pause:3.10.2"
+	BusyboxImage = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
+	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	CoreDNSImage = "registry.k8s.io/coredns/coredns:v1.14.7"
+)
+
+// labImage is one image: its archive name and how to make its spec.
+type labImage struct {
+	file string
+	spec func(l *Lab) (image.Spec, error)
+}
+
+var labImages = []labImage{
+	{"pause.tar", pauseSpec},
+	{"busybox.tar", busyboxSpec},
+	{"agnhost.tar", agnhostSpec},
+	{"coredns.tar", corednsSpec},
+}
+
+// imageBuildMu serialises builds of the shared image archives within a
+// process; across processes the archives are written by rename.
+var imageBuildMu sync.Mutex
+
+// ensureImages builds the missing image archives and returns every archive
+// a node imports: the lab's images and weft's own (make image).
+func (l *Lab) ensureImages() ([]string, error) {
+	imageBuildMu.Lock()
+	defer imageBuildMu.Unlock()
+	var out []string
+	for _, im := range labImages {
+		file := filepath.Join(l.opts.ImageDir, im.file)
+		out = append(out, file)
+		if _, err := os.Stat(file); err == nil {
+			continue
+		}
+		s, err := im.spec(l)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", im.file, err)
+		}
+		if err := image.Write(file, s); err != nil {
+			return nil, err
+		}
+		l.log.Info("image built", "image", s.Ref, "file", file)
+	}
+	weft := l.opts.WeftImage
+	if _, err := os.Stat(weft); err != nil {
+		return nil, fmt.Errorf("no weft image %s (run `make image`)", weft)
+	}
+	return append(out, weft), nil
+}
+
+func pauseSpec(l *Lab) (image.Spec, error) {
+	bin := filepath.Join(l.opts.BinDir, "pause")
+	if _, err := os.Stat(bin); err != nil {
+		return image.Spec{}, fmt.Errorf("no %s (run `make build`)", bin)
+	}
+	return image.Spec{Ref: PauseImage, Entrypoint: []string{"/pause"},
+		Files: []image.File{{Path: "pause", Src: bin}}}, nil
+}
+
+// busyboxRoot is Debian's static busybox with a link per applet, and the
+// files a shell user expects.
+func busyboxRoot(l *Lab) ([]image.File, error) {
+	bb := filepath.Join(l.opts.RuntimeDir, "deb", "bin", "busybox")
+	out, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s --list: %w (run `make runtime`)", bb, err)
+	}
+	files := []image.File{
+		{Path: "bin/busybox", Src: bb},
+		{Path: "etc/passwd", Data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
+		{Path: "etc/group", Data: []byte("root:x:0:\nnogroup:x:65534:\n")},
+		{Path: "etc/nsswitch.conf", Data: []byte("hosts: files dns\n")},
+		{Path: "tmp", Dir: true, Mode: 0o1777},
+		{Path: "root", Dir: true, Mode: 0o700},
+	}
+	for _, a := range strings.Fields(string(out)) {
+		if a != "busybox" {
+			files = append(files, image.File{Path: "bin/" + a, Link: "busybox"})
+		}
+	}
+	return files, nil
+}
+
+func busyboxSpec(l *Lab) (image.Spec, error) {
+	files, err := busyboxRoot(l)
+	if err != nil {
+		return image.Spec{}, err
+	}
+	return image.Spec{Ref: BusyboxImage, Cmd: []string{"sh"}, Files: files}, nil
+}
+
+// agnhostSpec is the e2e suite's test server on the busybox root, with
+// OpenBSD netcat (busybox's nc has no -u) and the libraries it links.
+func agnhostSpec(l *Lab) (image.Spec, error) {
+	files, err := busyboxRoot(l)
+	if err != nil {
+		return image.Spec{}, err
+	}
+	bin := filepath.Join(l.opts.K8sBinDir, "agnhost")
+	if _, err := os.Stat(bin); err != nil {
+		return image.Spec{}, fmt.Errorf("no %s (run `make k8s`)", bin)
+	}
+	nc := filepath.Join(l.opts.RuntimeDir, "deb", "bin", "nc.openbsd")
+	libs, err := sharedLibs(nc)
+	if err != nil {
+		return image.Spec{}, err
+	}
+	files = append(files,
+		image.File{Path: "agnhost", Src: bin},
+		image.File{Path: "agnhost-2", Link: "agnhost"},
+		image.File{Path: "uploads", Dir: true, Mode: 0o777},
+		image.File{Path: "usr/bin/nc", Src: nc},
+	)
+	for _, lib := range libs {
+		files = append(files, image.File{Path: lib, Src: lib})
+	}
+	// busybox's nc applet gives way to the real one.
+	for i := range files {
+		if files[i].Path == "bin/nc" {
+			files[i] = image.File{Path: "bin/nc", Link: "/usr/bin/nc"}
+		}
+	}
+	return image.Spec{Ref: AgnhostImage, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Files: files}, nil
+}
+
+func corednsSpec(l *Lab) (image.Spec, error) {
+	bin := filepath.Join(l.opts.RuntimeDir, "coredns")
+	if _, err := os.Stat(bin); err != nil {
+		return image.Spec{}, fmt.Errorf("no %s (run `make runtime`)", bin)
+	}
+	return image.Spec{Ref: CoreDNSImage, Entrypoint: []string{"/coredns"},
+		Files: []image.File{{Path: "coredns", Src: bin}, {Path: "etc/coredns", Dir: true}}}, nil
+}
+
+var lddPath = regexp.MustCompile(`(/[^ ]+) \(0x`)
+
+// sharedLibs lists the shared libraries (and the loader) a binary needs,
+// as ldd resolves them on this machine.
+func sharedLibs(bin string) ([]string, error) {
+	out, err := exec.Command("ldd", bin).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w: %s", bin, err, bytes.TrimSpace(out))
+	}
+	var libs []string
+	for _, m := range lddPath.FindAllStringSubmatch(string(out), -1) {
+		libs = append(libs, m[1]) // the name ldd found; image.File reads through links
+	}
+	if len(libs) == 0 {
+		return nil, errors.New("ldd " + bin + ": no libraries")
+	}
+	return libs, nil
+}
+
+// importImages imports every image archive into a node's containerd.
+func (l *Lab) importImages(ctx context.Context, node string) error {
+	files, err := l.ensureImages()
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		out, err := exec.CommandContext(ctx, l.runtimeBin("ctr"), "-a", l.containerdSock(node), "-n", "k8s.io",
+			"images", "import", f).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("node %s: import %s: %w: %s", node, f, err, bytes.TrimSpace(out))
+		}
+	}
+	return nil
+}
