@@ -175,9 +175,10 @@ func realNodeChecks(t *testing.T, l *lab.Lab, mode string) {
 			for _, p := range cl.Plugins {
 				types = append(types, p.Type)
 			}
-			// containerd 2.x takes 1.1.0; portmap is chained for hostPort.
-			if cl.CNIVersion != "1.1.0" || strings.Join(types, ",") != "weft,portmap" {
-				t.Errorf("node %s conflist cniVersion %s plugins %v, want 1.1.0 [weft portmap]", n.Name, cl.CNIVersion, types)
+			// portmap is chained for hostPort, at the newest version it
+			// shares with weft (containerd 2.x takes up to 1.1.0).
+			if want := portmapVersion(t); cl.CNIVersion != want || strings.Join(types, ",") != "weft,portmap" {
+				t.Errorf("node %s conflist cniVersion %s plugins %v, want %s [weft portmap]", n.Name, cl.CNIVersion, types, want)
 			}
 		}
 		agents, err := c.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-agent"})
@@ -415,6 +416,34 @@ func realNodeChecks(t *testing.T, l *lab.Lab, mode string) {
 		})
 		checkAllPairs(t, ctx, l, append(onNode(all, n, 3), onNode(all, nodes[0].Name, 3)...))
 	})
+}
+
+// portmapVersion is the newest of 1.1.0 and 1.0.0 the machine's portmap
+// plugin (what the lab's nodes have) speaks.
+func portmapVersion(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command("/usr/lib/cni/portmap")
+	cmd.Env = []string{"CNI_COMMAND=VERSION"}
+	cmd.Stdin = strings.NewReader(`{"cniVersion":"1.1.0"}`)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("portmap VERSION: %v", err)
+	}
+	var v struct {
+		Supported []string `json:"supportedVersions"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("portmap VERSION %q: %v", out, err)
+	}
+	for _, want := range []string{"1.1.0", "1.0.0"} {
+		for _, s := range v.Supported {
+			if s == want {
+				return want
+			}
+		}
+	}
+	t.Fatalf("portmap speaks neither 1.1.0 nor 1.0.0: %v", v.Supported)
+	return ""
 }
 
 // checkAppPods checks every pod of Deployment app: Running, on a weft node,

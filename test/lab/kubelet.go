@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -233,13 +234,15 @@ func (l *Lab) prepareNodeDirs(n Node) error {
 			return err
 		}
 	}
-	return ensureHostMountPoints(l.opts.BaseDir)
+	return nil
 }
 
 // ensureHostMountPoints makes the directories the node mounts need on the
 // machine (empty; nothing is ever written into them outside a node's mount
 // namespace) and records the ones it made, so the last lab down removes them.
 func ensureHostMountPoints(baseDir string) error {
+	mountPointsMu.Lock()
+	defer mountPointsMu.Unlock()
 	rec := filepath.Join(baseDir, "mountpoints")
 	made := readLines(rec)
 	for _, m := range nodeMounts {
@@ -260,9 +263,14 @@ func ensureHostMountPoints(baseDir string) error {
 	return writeFileAtomic(rec, []byte(strings.Join(dedup(made), "\n")+"\n"), 0o644)
 }
 
+// mountPointsMu serialises the record of mount points within a process.
+var mountPointsMu sync.Mutex
+
 // removeHostMountPoints removes the mount points the labs made, deepest
 // first and only when empty, once no lab is left under baseDir.
 func removeHostMountPoints(baseDir string) error {
+	mountPointsMu.Lock()
+	defer mountPointsMu.Unlock()
 	ents, _ := os.ReadDir(baseDir)
 	for _, e := range ents {
 		if e.IsDir() {

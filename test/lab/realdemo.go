@@ -165,7 +165,7 @@ func (l *Lab) KubectlExec(ctx context.Context, pod string, argv ...string) ([]by
 // Service reached by name through CoreDNS from another node, the live mode
 // switch.
 func demoReal(ctx context.Context, l *Lab, w io.Writer) error {
-	out, err := l.Kubectl(ctx, "-n", "kube-system", "get", "daemonset/weft-agent", "pods", "-l", "app.kubernetes.io/name=weft-agent", "-o", "wide")
+	out, err := l.Kubectl(ctx, "-n", "kube-system", "get", "daemonsets,pods", "-l", "app.kubernetes.io/name=weft-agent", "-o", "wide")
 	if err != nil {
 		return fmt.Errorf("kubectl get weft-agent: %w: %s", err, out)
 	}
@@ -220,7 +220,7 @@ func (l *Lab) demoDNS(ctx context.Context, pods []Pod) (string, error) {
 	var last error
 	for range 20 {
 		out, err := l.KubectlExec(ctx, from.Name, "sh", "-c",
-			`nslookup web.default.svc.cluster.local | awk '/^Address/ && !/#53/ {print $2}' | tr '\n' ' '; `+
+			`nslookup web.default.svc.cluster.local | awk '/^Address/ && !/:53$/ {print $2}' | tr '\n' ' '; `+
 				`printf 'GET /hostname HTTP/1.0\r\n\r\n' | nc -w 3 web 80 | tail -n 1`)
 		if err == nil && strings.Contains(string(out), "web-") {
 			f := strings.Fields(string(out))

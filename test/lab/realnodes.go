@@ -43,6 +43,9 @@ func (l *Lab) upRealNodes(ctx context.Context) error {
 	if _, err := l.ensureImages(); err != nil {
 		return err
 	}
+	if err := ensureHostMountPoints(l.opts.BaseDir); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes))
 	for i, n := range nodes {

@@ -69,9 +69,12 @@ var DefaultControllers = []string{
 }
 
 // WorkloadControllers are added to the controllers when the nodes are real
-// kubelets: Deployments, ReplicaSets, DaemonSets, StatefulSets, Jobs and the
-// garbage collector that deletes what they own.
+// kubelets: Deployments, ReplicaSets, DaemonSets, StatefulSets, Jobs, the
+// garbage collector that deletes what they own, and node lifecycle (real
+// kubelets send heartbeats; it lifts the not-ready taint a kubelet registers
+// with, and marks a node whose kubelet stopped).
 var WorkloadControllers = []string{
+	"node-lifecycle-controller",
 	"deployment-controller",
 	"replicaset-controller",
 	"replicationcontroller-controller",
