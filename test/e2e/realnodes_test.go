@@ -378,34 +378,42 @@ func realNodeChecks(t *testing.T, l *lab.Lab, mode string) {
 		if boot0 == boot1 || boot1 == "" {
 			t.Fatalf("boot ID %q before, %q after", boot0, boot1)
 		}
-		node, err := c.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if node.Status.NodeInfo.BootID != boot1 {
-			t.Errorf("node %s reports boot ID %s, want %s", n, node.Status.NodeInfo.BootID, boot1)
-		}
+		eventually(t, time.Minute, "node "+n+" reports its new boot ID", func() error {
+			node, err := c.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if node.Status.NodeInfo.BootID != boot1 {
+				return fmt.Errorf("boot ID %s, want %s", node.Status.NodeInfo.BootID, boot1)
+			}
+			return nil
+		})
 		if err := l.WaitRealCluster(ctx, 3*time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		if err := l.WaitApp(ctx, "web", replicas, 3*time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		all, err := l.AttachApp(ctx, "web")
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Every reservation on the node belongs to a pod running there now.
-		want := map[string]bool{}
-		for _, p := range onNode(all, n, 0) {
-			for _, a := range p.IPs {
-				want[a.String()] = true
+		// Every reservation on the node belongs to a pod running there now
+		// (the kubelet may still be updating their status: compare again
+		// until both agree).
+		eventually(t, time.Minute, "node "+n+" IPAM store = its pods' addresses", func() error {
+			kps, err := l.AppPods(ctx, "web")
+			if err != nil {
+				return err
 			}
-		}
-		eventually(t, 30*time.Second, "node "+n+" IPAM store = its pods", func() error {
+			want := map[string]bool{}
+			for _, kp := range kps {
+				if kp.Spec.NodeName != n {
+					continue
+				}
+				for _, ip := range kp.Status.PodIPs {
+					want[netip.MustParseAddr(ip.IP).String()] = true
+				}
+			}
 			got := ipamReservations(t, l, n)
 			if len(got) != len(want) {
-				return fmt.Errorf("%d reservations %v, want %d", len(got), got, len(want))
+				return fmt.Errorf("%d reservations %v, want %d %v", len(got), got, len(want), want)
 			}
 			for _, a := range got {
 				if !want[a] {
@@ -414,6 +422,10 @@ func realNodeChecks(t *testing.T, l *lab.Lab, mode string) {
 			}
 			return nil
 		})
+		all, err := l.AttachApp(ctx, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
 		checkAllPairs(t, ctx, l, append(onNode(all, n, 3), onNode(all, nodes[0].Name, 3)...))
 	})
 }

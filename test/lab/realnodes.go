@@ -227,6 +227,9 @@ func (l *Lab) podAddReal(ctx context.Context, node, name string) (Pod, error) {
 func (l *Lab) attachRealPod(ctx context.Context, node, name string, timeout time.Duration) (Pod, error) {
 	c := l.cp.Client()
 	var kp *corev1.Pod
+	pid := 0
+	// Running with IPs, and its sandbox process there: after a node's
+	// reboot the Pod may still show its old status for a moment.
 	if err := poll(ctx, timeout, func() error {
 		got, err := c.CoreV1().Pods(PodNamespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -234,6 +237,9 @@ func (l *Lab) attachRealPod(ctx context.Context, node, name string, timeout time
 		}
 		if got.Status.Phase != corev1.PodRunning || len(got.Status.PodIPs) == 0 {
 			return fmt.Errorf("pod %s: phase %s, %d IPs", name, got.Status.Phase, len(got.Status.PodIPs))
+		}
+		if pid, err = l.sandboxPid(node, string(got.UID)); err != nil {
+			return fmt.Errorf("pod %s: %w", name, err)
 		}
 		kp = got
 		return nil
@@ -247,10 +253,6 @@ func (l *Lab) attachRealPod(ctx context.Context, node, name string, timeout time
 			return Pod{}, fmt.Errorf("pod %s: podIP %q: %w", name, ip.IP, err)
 		}
 		p.IPs = append(p.IPs, a)
-	}
-	pid, err := l.sandboxPid(node, string(kp.UID))
-	if err != nil {
-		return Pod{}, fmt.Errorf("pod %s: %w", name, err)
 	}
 	if !nsExists(p.NS) {
 		if out, err := exec.CommandContext(ctx, "ip", "netns", "attach", p.NS, fmt.Sprint(pid)).CombinedOutput(); err != nil {
