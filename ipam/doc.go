@@ -37,6 +37,7 @@
 //	                         padded with spaces to a fixed width and rewritten in place
 //	txn                      the one reservation being created or released (transient)
 //	tmp                      scratch for replacing the boot file (transient)
+//	damaged/<entry>.<time>   entries set aside (see Damaged entries); kept for a person to look at
 //
 // Cursor files of ranges no longer configured are left in place (a few
 // bytes each). A record is a small text file (see record.marshal):
@@ -60,6 +61,22 @@
 // commit point — then moves the cursors and removes txn. Release renames
 // owner/<key> to txn — from that instant the owner holds nothing — then
 // removes each addr/<a> that is the same file (inode) as txn, then txn.
+//
+// # Damaged entries
+//
+// The store holds only regular files (and its three directories). Every
+// file is opened with O_NOFOLLOW|O_NONBLOCK and checked to be a regular
+// file before it is read or written, so a symbolic link is never followed
+// and a FIFO or device never blocks an operation under the lock. A lock
+// holder that meets an entry that is not a regular file (a directory, FIFO,
+// symbolic link, socket or device in owner/, addr/, cursor/, or as txn, tmp
+// or boot) moves it to damaged/ with a warning on Options.Log and carries on
+// as if it were missing: one bad entry costs that entry only (an address
+// whose addr/ entry was bad becomes free, as it has no record; a bad boot
+// file reads as missing, and the reclaim it starts keeps every record of
+// this boot). The lock file is the exception: moving it needs the lock, so
+// a lock that is not a regular file fails every operation with an error
+// that says to remove it.
 //
 // # Invariants
 //

@@ -14,7 +14,17 @@ import (
 // Stores in one process exclude each other like two processes do, and the
 // kernel drops it when its holder dies, also by SIGKILL.
 func lockFile(ctx context.Context, path string, timeout time.Duration) (func(), error) {
-	fd, err := openFile(path, unix.O_RDWR|unix.O_CREAT, 0o644)
+	fd, err := openFile(path, unix.O_RDWR|unix.O_CREAT|entryFlags, 0o644)
+	if err == nil {
+		if err = requireRegular(fd, path); err != nil {
+			unix.Close(fd)
+		}
+	}
+	// The lock file is the one entry the store cannot set aside by itself
+	// (that would need the lock): say what to do instead.
+	if errors.Is(err, errNotRegular) || errors.Is(err, unix.EISDIR) {
+		return nil, fmt.Errorf("open lock: %w: the lock must be a regular file; remove it by hand (no operation runs until then)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -33,6 +34,7 @@ type Options struct {
 	Reserved    []netip.Addr   // never handed out (the gateways)
 	LockTimeout time.Duration  // default 10s; waiting longer returns an error wrapping ErrLocked
 	BootID      string         // default: contents of /proc/sys/kernel/random/boot_id
+	Log         *slog.Logger   // entries set aside (see Store.setAside); nil: no log
 }
 
 // Usage is how much of one range is handed out.
@@ -50,6 +52,7 @@ type Store struct {
 	spans   []span
 	timeout time.Duration
 	boot    string
+	log     *slog.Logger
 
 	// hook, when set (by tests), runs at each named step of an operation;
 	// an error makes the operation stop there as a failure would.
@@ -65,13 +68,17 @@ const (
 	addrDir    = "addr"
 	ownerDir   = "owner"
 	cursorDir  = "cursor"
+	asideDir   = "damaged"
 	bootIDFile = "/proc/sys/kernel/random/boot_id"
 )
 
 // Open checks opts and creates the store directory. It takes no lock and
 // reads no reservation.
 func Open(opts Options) (*Store, error) {
-	s := &Store{dir: opts.Dir, timeout: opts.LockTimeout, boot: opts.BootID}
+	s := &Store{dir: opts.Dir, timeout: opts.LockTimeout, boot: opts.BootID, log: opts.Log}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("ipam: Options.Dir: empty: %w", ErrInvalid)
 	}
@@ -358,19 +365,31 @@ func (s *Store) Check(ctx context.Context) error {
 }
 
 // taken reports whether a is reserved.
+// An entry that is not a regular file is no reservation: it is set aside
+// and the address is free.
 func (s *Store) taken(a netip.Addr) (bool, error) {
-	_, err := os.Lstat(s.addrPath(a))
-	if errors.Is(err, fs.ErrNotExist) {
+	p := s.addrPath(a)
+	fi, err := os.Lstat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
+	case err != nil:
+		return false, err
+	case !fi.Mode().IsRegular():
+		return false, s.setAside(p, fmt.Errorf("%w (%s)", errNotRegular, fi.Mode().Type()))
 	}
-	return err == nil, err
+	return true, nil
 }
 
 // cursor returns the last address handed out in range i, or an invalid
 // address (probing then starts at the range's first address). It is only a
 // hint: a missing or garbled cursor costs a longer probe, nothing else.
 func (s *Store) cursor(i int) netip.Addr {
-	b, err := readSmall(s.path(cursorDir, cursorName(s.spans[i].prefix)))
+	p := s.path(cursorDir, cursorName(s.spans[i].prefix))
+	b, err := readSmall(p)
+	if errors.Is(err, errNotRegular) {
+		_ = s.setAside(p, err) // a failure shows again at the cursor's write
+	}
 	if err != nil {
 		return netip.Addr{}
 	}
@@ -378,8 +397,16 @@ func (s *Store) cursor(i int) netip.Addr {
 	return a
 }
 
+// readRecord reads and parses the record at path. An entry that is not a
+// regular file is set aside and reads as missing (wrapping fs.ErrNotExist).
 func (s *Store) readRecord(path string) (record, error) {
 	b, err := readSmall(path)
+	if errors.Is(err, errNotRegular) {
+		if aerr := s.setAside(path, err); aerr != nil {
+			return record{}, aerr
+		}
+		return record{}, fmt.Errorf("%s set aside: %w", path, fs.ErrNotExist)
+	}
 	if err != nil {
 		return record{}, err
 	}
@@ -388,6 +415,30 @@ func (s *Store) readRecord(path string) (record, error) {
 		return record{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return rec, nil
+}
+
+// setAside moves a damaged entry (one that is not a regular file, where
+// the store keeps only regular files) out of the way, to
+// damaged/<name>.<time>, and logs it, so that one bad entry costs only
+// itself: never every operation, never a hang under the lock. Only a lock
+// holder calls it. The entry is kept for a person to look at.
+func (s *Store) setAside(path string, why error) error {
+	rel, err := filepath.Rel(s.dir, path)
+	if err != nil {
+		rel = filepath.Base(path)
+	}
+	dst := s.path(asideDir, fmt.Sprintf("%s.%d", strings.ReplaceAll(rel, "/", "_"), time.Now().UnixNano()))
+	if err := os.Mkdir(s.path(asideDir), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("set aside %s: %w", path, err)
+	}
+	if err := os.Rename(path, dst); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("set aside %s (%v): %w", path, why, err)
+	}
+	s.log.Warn("ipam: damaged store entry set aside", "dir", s.dir, "entry", rel, "reason", why.Error(), "moved_to", dst)
+	return nil
 }
 
 func readNames(dir string) ([]string, error) {
