@@ -30,6 +30,7 @@
 // and flock(2) (ext4, xfs, btrfs, tmpfs, overlayfs). Under Options.Dir:
 //
 //	lock                     flock(2) target; every operation holds it exclusively
+//	hold/<cid>=<ifname>      flock(2) target of one owner's command in flight (Hold); removed after
 //	boot                     boot ID the reservations belong to
 //	owner/<cid>=<ifname>     a reservation record (the owner index)
 //	addr/<address>           hard link to the same record, one per address

@@ -23,11 +23,11 @@ const (
 	keySep = "="
 )
 
-// validate reports whether o can name a reservation: a container ID of
+// Validate reports whether o can name a reservation: a container ID of
 // letters, digits, '_', '.' and '-' that starts with a letter or digit (the
 // CNI specification's rule, which also makes it a safe file name), and an
-// interface name the kernel would accept.
-func (o Owner) validate() error {
+// interface name the kernel would accept. Its error wraps ErrInvalid.
+func (o Owner) Validate() error {
 	if err := validContainerID(o.ContainerID); err != nil {
 		return fmt.Errorf("owner ContainerID %q: %s: %w", o.ContainerID, err, ErrInvalid)
 	}
@@ -87,7 +87,7 @@ func parseKey(name string) (Owner, error) {
 		return Owner{}, fmt.Errorf("owner file name %q: no %q: %w", name, keySep, ErrInvalid)
 	}
 	o := Owner{ContainerID: id, IfName: ifName}
-	if err := o.validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return Owner{}, fmt.Errorf("owner file name %q: %w", name, err)
 	}
 	return o, nil

@@ -150,7 +150,7 @@ func (s *Store) setRanges(ranges []netip.Prefix, reserved []netip.Addr) error {
 }
 
 func (s *Store) mkdirs() error {
-	for _, d := range []string{addrDir, ownerDir, cursorDir} {
+	for _, d := range []string{addrDir, ownerDir, cursorDir, holdDir} {
 		if err := os.MkdirAll(s.path(d), 0o755); err != nil {
 			return fmt.Errorf("create store: %w", err)
 		}
@@ -192,7 +192,7 @@ func (s *Store) do(ctx context.Context, fn func() error) error {
 // Allocate reserves one address in each range for o and returns them in
 // the order of Options.Ranges: all of them or none.
 func (s *Store) Allocate(ctx context.Context, o Owner) ([]netip.Addr, error) {
-	if err := o.validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("allocate: %w", err)
 	}
 	var addrs []netip.Addr
@@ -225,7 +225,7 @@ func (s *Store) Allocate(ctx context.Context, o Owner) ([]netip.Addr, error) {
 
 // Release frees o's addresses. It returns nil when o holds none.
 func (s *Store) Release(ctx context.Context, o Owner) error {
-	if err := o.validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
 	err := s.do(ctx, func() error {
@@ -242,7 +242,7 @@ func (s *Store) Release(ctx context.Context, o Owner) error {
 
 // Lookup returns o's addresses, or an error wrapping ErrNotFound.
 func (s *Store) Lookup(ctx context.Context, o Owner) ([]netip.Addr, error) {
-	if err := o.validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
 	var addrs []netip.Addr
@@ -266,13 +266,14 @@ func (s *Store) Lookup(ctx context.Context, o Owner) ([]netip.Addr, error) {
 }
 
 // GC releases every reservation whose owner is not in keep and returns
-// those owners, sorted. It also removes addresses left without an owner
+// those owners, sorted. An owner with a command in flight (it is held, see
+// Hold) is skipped, to be released by a later GC. It also removes addresses left without an owner
 // record (or gives a kept owner its record back when all its addresses are
 // intact).
 func (s *Store) GC(ctx context.Context, keep []Owner) (released []Owner, err error) {
 	kept := make(map[string]bool, len(keep))
 	for i, o := range keep {
-		if err := o.validate(); err != nil {
+		if err := o.Validate(); err != nil {
 			return nil, fmt.Errorf("gc: keep[%d]: %w", i, err)
 		}
 		kept[o.key()] = true
@@ -287,8 +288,19 @@ func (s *Store) GC(ctx context.Context, keep []Owner) (released []Owner, err err
 			if kept[name] {
 				continue
 			}
+			// An owner with a command in flight (see Hold) is left for
+			// the next GC: releasing under a running ADD would free
+			// addresses its veth is about to carry.
+			unhold, busy, err := s.tryHold(name)
+			if err != nil || busy {
+				if err != nil {
+					s.log.Warn("ipam: gc skips an owner whose hold lock fails", "dir", s.dir, "owner", name, "err", err.Error())
+				}
+				continue
+			}
 			o, perr := parseKey(name)
 			held, err := s.release(name)
+			unhold()
 			if err != nil {
 				return err
 			}
