@@ -1,20 +1,26 @@
 package cni_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"weft.dev/weft/cni/cnitest"
 	"weft.dev/weft/ipam"
@@ -142,12 +148,7 @@ func execEnv(l *lab, conf []byte, env ...string) error {
 func TestAddRefusedChangesNothing(t *testing.T) {
 	l := newLab(t, "1.1.0")
 	pod := l.newPod("ok")
-	withName := maps.Clone(l.conf)
-	withName["cniVersion"], withName["name"] = "1.1.0", "weft"
-	conf, err := json.Marshal(withName)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conf := pluginConf(t, l)
 	// Forwarding off, as on a fresh node, so that turning it on shows.
 	l.node.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0")
 	before := hostState(t, l.node)
@@ -200,4 +201,71 @@ func TestAddRefusedChangesNothing(t *testing.T) {
 	if usage, err := l.store().Usage(context.Background()); err != nil || usage[0].Used+usage[1].Used != 0 {
 		t.Errorf("store after refused ADDs: %+v, %v; want nothing held", usage, err)
 	}
+}
+
+// TestDamagedStoreEntry: a FIFO where the next address's file goes and a
+// directory where another owner's record goes cost only those entries: ADD
+// and DEL work and never hang, the entries are set aside, and the warning
+// goes to stderr, never into the result on stdout.
+func TestDamagedStoreEntry(t *testing.T) {
+	l := newLab(t, "1.1.0")
+	for _, d := range []string{"addr", "owner/other=eth0"} {
+		if err := os.MkdirAll(filepath.Join(l.dataDir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mkfifo(filepath.Join(l.dataDir, "addr", "10.77.0.2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := l.newPod("dmg")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := func(command string) (stdout []byte, stderr string, err error) {
+		var buf bytes.Buffer
+		raw := &invoke.RawExec{Stderr: &buf}
+		env := []string{"CNI_COMMAND=" + command, "CNI_PATH=" + pluginDir, "CNI_CONTAINERID=" + p.rt.ContainerID,
+			"CNI_IFNAME=eth0", "CNI_NETNS=" + p.ns.Path}
+		err = cnitest.Do(l.node.Path, func() error {
+			stdout, err = raw.ExecPlugin(ctx, filepath.Join(pluginDir, "weft"), pluginConf(t, l), env)
+			return err
+		})
+		return stdout, buf.String(), err
+	}
+	out, stderr, err := run("ADD")
+	if err != nil {
+		t.Fatalf("ADD with a FIFO in the store: %v (stderr %s)", err, stderr)
+	}
+	res, err := types100.NewResult(out)
+	if err != nil {
+		t.Fatalf("ADD's stdout is not a result: %v\n%s", err, out)
+	}
+	if r := res.(*types100.Result); len(r.IPs) != 2 || r.IPs[0].Address.IP.String() != "10.77.0.2" {
+		t.Errorf("ADD got %v, want 10.77.0.2 (the address whose FIFO was set aside) first", r.IPs)
+	}
+	if !strings.Contains(stderr, "damaged store entry set aside") || !strings.Contains(stderr, "addr/10.77.0.2") {
+		t.Errorf("ADD's stderr does not report the FIFO set aside:\n%s", stderr)
+	}
+	released, err := l.store().GC(ctx, []ipam.Owner{{ContainerID: p.rt.ContainerID, IfName: "eth0"}})
+	if err != nil || len(released) != 0 {
+		t.Errorf("GC with a directory as an owner record: %v, %v; want nothing released", released, err)
+	}
+	if _, stderr, err := run("DEL"); err != nil {
+		t.Errorf("DEL: %v (stderr %s)", err, stderr)
+	}
+	aside, err := os.ReadDir(filepath.Join(l.dataDir, "damaged"))
+	if err != nil || len(aside) != 2 {
+		t.Errorf("damaged/ = %v (%v), want the FIFO and the directory", aside, err)
+	}
+}
+
+// pluginConf is the lab's plugin config as a runtime passes it on stdin.
+func pluginConf(t *testing.T, l *lab) []byte {
+	t.Helper()
+	c := maps.Clone(l.conf)
+	c["cniVersion"], c["name"] = "1.1.0", "weft"
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
