@@ -29,10 +29,10 @@ const (
 // interface name the kernel would accept. Its error wraps ErrInvalid.
 func (o Owner) Validate() error {
 	if err := validContainerID(o.ContainerID); err != nil {
-		return fmt.Errorf("owner ContainerID %q: %s: %w", o.ContainerID, err, ErrInvalid)
+		return fmt.Errorf("owner ContainerID %s: %s: %w", clipQuote(o.ContainerID), err, ErrInvalid)
 	}
 	if err := validIfName(o.IfName); err != nil {
-		return fmt.Errorf("owner IfName %q: %s: %w", o.IfName, err, ErrInvalid)
+		return fmt.Errorf("owner IfName %s: %s: %w", clipQuote(o.IfName), err, ErrInvalid)
 	}
 	return nil
 }
@@ -75,6 +75,15 @@ func validIfName(name string) error {
 		}
 	}
 	return nil
+}
+
+// clipQuote quotes s for an error, clipped to maxContainerID bytes (the
+// longest valid value): an invalid one may be of any size.
+func clipQuote(s string) string {
+	if len(s) > maxContainerID {
+		return fmt.Sprintf("%q…(%d bytes)", s[:maxContainerID], len(s))
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 // key is o's file name under owner/.
