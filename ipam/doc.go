@@ -17,10 +17,11 @@
 //
 // Allocate, Release and Lookup cost a fixed number of system calls, however
 // many addresses are reserved (about 63 for a dual-stack allocate plus
-// release): they touch only the files named after the owner and the
-// candidate addresses. Allocation probes from the range's cursor (the last
-// address handed out), so its probe cost grows only with the run of taken
-// addresses just after the cursor. Directory scans happen
+// release, counted before the regular-file checks of Damaged entries added
+// one fstat(2) per file opened): they touch only the files named after the
+// owner and the candidate addresses. Allocation probes from the range's
+// cursor (the last address handed out), so its probe cost grows only with
+// the run of taken addresses just after the cursor. Directory scans happen
 // only in GC, Usage (names only) and the reclaim after a reboot; Release of
 // an owner that holds nothing (a repeated DEL) is as cheap as any other.
 //

@@ -267,9 +267,9 @@ func (s *Store) Lookup(ctx context.Context, o Owner) ([]netip.Addr, error) {
 
 // GC releases every reservation whose owner is not in keep and returns
 // those owners, sorted. An owner with a command in flight (it is held, see
-// Hold) is skipped, to be released by a later GC. It also removes addresses left without an owner
-// record (or gives a kept owner its record back when all its addresses are
-// intact).
+// Hold) is skipped, to be released by a later GC. GC also removes addresses
+// left without an owner record (or gives a kept owner its record back when
+// all its addresses are intact).
 func (s *Store) GC(ctx context.Context, keep []Owner) (released []Owner, err error) {
 	kept := make(map[string]bool, len(keep))
 	for i, o := range keep {
@@ -376,9 +376,8 @@ func (s *Store) Check(ctx context.Context) error {
 	return nil
 }
 
-// taken reports whether a is reserved.
-// An entry that is not a regular file is no reservation: it is set aside
-// and the address is free.
+// taken reports whether a is reserved. An entry that is not a regular file
+// is no reservation: it is set aside and the address is free.
 func (s *Store) taken(a netip.Addr) (bool, error) {
 	p := s.addrPath(a)
 	fi, err := os.Lstat(p)
