@@ -37,7 +37,11 @@ test: deps build k8s image lint
 # Every fuzz target (each `func Fuzz` in a _test.go file, found anew each
 # run) for FUZZTIME, one after the other. An input that fails is written
 # to the package's testdata/fuzz/<target>/ and the run stops: commit it
-# with the fix, and it becomes a seed that every `go test` replays.
+# with the fix, and it becomes a seed that every `go test` replays. New
+# inputs that only widen coverage stay in $(go env GOCACHE)/fuzz; copy
+# them to testdata/fuzz/<target>/ to keep them. Not part of `test`: with a
+# warm build cache the three targets take 1.3 minutes, from a cold cache
+# (fresh CI machine, fuzzing instruments every package) about 8 on 2 cores.
 FUZZTIME  ?= 20s
 FUZZFLAGS ?=
 fuzz:
