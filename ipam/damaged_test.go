@@ -182,3 +182,61 @@ func TestNonRegularLock(t *testing.T) {
 		})
 	}
 }
+
+// TestSubdirectoryTaken: a FIFO or a file where a subdirectory of the
+// store belongs is set aside (with a log line) and the directory made
+// again, at Open or at Check; an operation never blocks on it.
+func TestSubdirectoryTaken(t *testing.T) {
+	for _, dir := range storeDirs {
+		for _, kind := range []string{"fifo", "file"} {
+			t.Run(dir+"/"+kind, func(t *testing.T) {
+				var log bytes.Buffer
+				opts := Options{Dir: t.TempDir(), Ranges: []netip.Prefix{mp("10.0.0.0/29")}, Log: slog.New(slog.NewTextHandler(&log, nil))}
+				s := newStore(t, opts)
+				if _, err := s.Allocate(t.Context(), eth0("a")); err != nil {
+					t.Fatal(err)
+				}
+				take := func() {
+					t.Helper()
+					if err := os.RemoveAll(s.path(dir)); err != nil {
+						t.Fatal(err)
+					}
+					if kind == "fifo" {
+						if err := unix.Mkfifo(s.path(dir), 0o644); err != nil {
+							t.Fatal(err)
+						}
+					} else if err := os.WriteFile(s.path(dir), []byte("x\n"), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// Taken while a Store is open: operations fail (those
+				// that touch it) without blocking; Check repairs.
+				take()
+				within(t, 10*time.Second, "operations", func() {
+					_, _ = s.GC(t.Context(), nil)
+					_, _ = s.Usage(t.Context())
+					if err := s.Check(t.Context()); err != nil {
+						t.Errorf("Check: %v", err)
+					}
+				})
+				if fi, err := os.Lstat(s.path(dir)); err != nil || !fi.IsDir() {
+					t.Fatalf("after Check, %s is %v (%v), want a directory", dir, fi, err)
+				}
+				// Taken before Open: Open repairs.
+				take()
+				s2, err := Open(opts)
+				if err != nil {
+					t.Fatalf("Open with %s a %s: %v", dir, kind, err)
+				}
+				within(t, 10*time.Second, "allocate", func() {
+					if _, err := s2.Allocate(t.Context(), eth0("b")); err != nil {
+						t.Errorf("Allocate: %v", err)
+					}
+				})
+				if !strings.Contains(log.String(), "entry="+dir) {
+					t.Errorf("no log line naming %s:\n%s", dir, log.String())
+				}
+			})
+		}
+	}
+}

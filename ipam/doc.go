@@ -66,19 +66,21 @@
 //
 // # Damaged entries
 //
-// The store holds only regular files (and its three directories). Every
-// file is opened with O_NOFOLLOW|O_NONBLOCK and checked to be a regular
-// file before it is read or written, so a symbolic link is never followed
-// and a FIFO or device never blocks an operation under the lock. A lock
-// holder that meets an entry that is not a regular file (a directory, FIFO,
+// The store holds only regular files (and its subdirectories). Every file
+// is opened with O_NOFOLLOW|O_NONBLOCK and checked to be a regular file
+// before it is read or written, so a symbolic link is never followed and a
+// FIFO or device never blocks an operation under the lock. A lock holder
+// that meets an entry that is not a regular file (a directory, FIFO,
 // symbolic link, socket or device in owner/, addr/, cursor/, or as txn, tmp
 // or boot) moves it to damaged/ with a warning on Options.Log and carries on
 // as if it were missing: one bad entry costs that entry only (an address
 // whose addr/ entry was bad becomes free, as it has no record; a bad boot
 // file reads as missing, and the reclaim it starts keeps every record of
-// this boot). The lock file is the exception: moving it needs the lock, so
-// a lock that is not a regular file fails every operation with an error
-// that says to remove it.
+// this boot). A FIFO or file in place of a subdirectory is set aside the
+// same way (by Open or Check, under the lock) and the directory made again;
+// listing a directory never blocks. The lock file is the exception: moving
+// it needs the lock, so a lock that is not a regular file fails every
+// operation with an error that says to remove it.
 //
 // # Invariants
 //

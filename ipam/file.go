@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,6 +28,14 @@ func requireRegular(fd int, path string) error {
 		return &fs.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", errNotRegular, kind(st.Mode))}
 	}
 	return nil
+}
+
+// fileKind names fi's type for a log line.
+func fileKind(fi fs.FileInfo) string {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return kind(uint32(st.Mode))
+	}
+	return fi.Mode().Type().String()
 }
 
 // kind names a file type for a log line.

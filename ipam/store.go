@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Errors returned by Store, wrapped with context; test them with errors.Is.
@@ -105,7 +107,11 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("ipam: Options.BootID: %w", err)
 	}
 	if err := s.mkdirs(); err != nil {
-		return nil, fmt.Errorf("ipam: %w", err)
+		// A subdirectory's name may be taken by something else (a FIFO,
+		// a file): set it aside under the lock and try again.
+		if rerr := s.repairDirs(); rerr != nil {
+			return nil, fmt.Errorf("ipam: %w", errors.Join(err, rerr))
+		}
 	}
 	return s, nil
 }
@@ -149,13 +155,44 @@ func (s *Store) setRanges(ranges []netip.Prefix, reserved []netip.Addr) error {
 	return nil
 }
 
+// storeDirs are the store's subdirectories.
+var storeDirs = []string{addrDir, ownerDir, cursorDir, holdDir}
+
 func (s *Store) mkdirs() error {
-	for _, d := range []string{addrDir, ownerDir, cursorDir, holdDir} {
+	for _, d := range storeDirs {
 		if err := os.MkdirAll(s.path(d), 0o755); err != nil {
 			return fmt.Errorf("create store: %w", err)
 		}
 	}
 	return nil
+}
+
+// repairDirs takes the lock and runs repairDirsLocked.
+func (s *Store) repairDirs() error {
+	unlock, err := lockFile(context.Background(), s.path(lockName), s.timeout)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return s.repairDirsLocked()
+}
+
+// repairDirsLocked sets aside whatever takes a subdirectory's name and is
+// neither a directory nor a symbolic link (which may lead to one: a FIFO or
+// a file holds no reservation, so setting it aside loses none), then makes
+// the subdirectories.
+func (s *Store) repairDirsLocked() error {
+	for _, d := range storeDirs {
+		p := s.path(d)
+		fi, err := os.Lstat(p)
+		if err != nil || fi.IsDir() || fi.Mode()&fs.ModeSymlink != 0 {
+			continue
+		}
+		if err := s.setAside(p, fmt.Errorf("not a directory (%s)", fileKind(fi))); err != nil {
+			return err
+		}
+	}
+	return s.mkdirs()
 }
 
 func (s *Store) path(elem ...string) string {
@@ -363,7 +400,9 @@ func (s *Store) Usage(ctx context.Context) ([]Usage, error) {
 func (s *Store) Check(ctx context.Context) error {
 	err := s.do(ctx, func() error {
 		if err := s.mkdirs(); err != nil {
-			return err
+			if rerr := s.repairDirsLocked(); rerr != nil {
+				return errors.Join(err, rerr)
+			}
 		}
 		if err := os.WriteFile(s.path(tmpName), []byte("check\n"), 0o644); err != nil {
 			return err
@@ -387,7 +426,7 @@ func (s *Store) taken(a netip.Addr) (bool, error) {
 	case err != nil:
 		return false, err
 	case !fi.Mode().IsRegular():
-		return false, s.setAside(p, fmt.Errorf("%w (%s)", errNotRegular, fi.Mode().Type()))
+		return false, s.setAside(p, fmt.Errorf("%w (%s)", errNotRegular, fileKind(fi)))
 	}
 	return true, nil
 }
@@ -452,8 +491,10 @@ func (s *Store) setAside(path string, why error) error {
 	return nil
 }
 
+// readNames lists dir. It fails at once, never blocks, when dir is not a
+// directory (a FIFO opened for reading would wait for a writer).
 func readNames(dir string) ([]string, error) {
-	f, err := os.Open(dir)
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -99,7 +99,7 @@ func (s *Store) resolveTxn(from string) error {
 		return err
 	}
 	if !fi.Mode().IsRegular() {
-		why := fmt.Errorf("%w (%s)", errNotRegular, fi.Mode().Type())
+		why := fmt.Errorf("%w (%s)", errNotRegular, fileKind(fi))
 		if from != "" {
 			why = fmt.Errorf("%s/%s renamed to %s: %w", ownerDir, from, txnName, why)
 		}
@@ -265,7 +265,7 @@ func (s *Store) removeOrphans(match func(record) bool) ([]Owner, error) {
 			return owners, err
 		}
 		if !fi.Mode().IsRegular() {
-			if err := s.setAside(p, fmt.Errorf("%w (%s)", errNotRegular, fi.Mode().Type())); err != nil {
+			if err := s.setAside(p, fmt.Errorf("%w (%s)", errNotRegular, fileKind(fi))); err != nil {
 				return owners, err
 			}
 			continue
