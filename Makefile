@@ -9,7 +9,7 @@ export WEFT_RUNTIME_BIN := $(RUNTIME_BIN)
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build deps k8s runtime test unit e2e bench demo lint fmt clean manifests image kind-up
+.PHONY: all build deps k8s runtime test unit e2e bench demo lint fmt clean manifests image kind-up fuzz
 
 all: build
 
@@ -41,6 +41,23 @@ lint:
 test: deps build k8s runtime image lint
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -tags e2e -timeout 40m ./test/e2e/
+
+# Every fuzz target (each `func Fuzz` in a _test.go file, found anew each
+# run) for FUZZTIME, one after the other. An input that fails is written
+# to the package's testdata/fuzz/<target>/ and the run stops: commit it
+# with the fix, and it becomes a seed that every `go test` replays. New
+# inputs that only widen coverage stay in $(go env GOCACHE)/fuzz; copy
+# them to testdata/fuzz/<target>/ to keep them. Not part of `test`: with a
+# warm build cache the three targets take 1.3 minutes, from a cold cache
+# (fresh CI machine, fuzzing instruments every package) about 8 on 2 cores.
+FUZZTIME  ?= 20s
+FUZZFLAGS ?=
+fuzz:
+	@set -e; for f in $$(git ls-files '*_test.go' | xargs grep -l '^func Fuzz'); do \
+	  for fn in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+	    echo "fuzz ./$$(dirname $$f) $$fn for $(FUZZTIME)"; \
+	    $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./$$(dirname $$f); \
+	  done; done
 
 unit:
 	$(GO) test -count=1 -short ./...

@@ -2,6 +2,12 @@
 // with a veth pair and one address per pod CIDR from the node's IPAM store.
 //
 // The contract, per command (CNI spec 0.3.1 to 1.1.0):
+//   - ADD first checks all of its input: the config, the container ID and
+//     interface name, and CNI_NETNS, which must be a network namespace other
+//     than the plugin's own (the node's). Only then does it change the node.
+//     It holds the container's owner lock (ipam.Store.Hold) to the end, as
+//     DEL does, so ADD and DEL of one container never interleave: a live
+//     veth always carries addresses the store holds for it.
 //   - ADD ensures the node bridge (overlay.EnsureBridge), reserves the pod's
 //     addresses, creates the veth pair with the pod end named CNI_IFNAME
 //     inside CNI_NETNS, configures addresses (no DAD) and default routes via
@@ -17,7 +23,9 @@
 //     store is unusable; GC releases every reservation not listed as valid.
 //
 // Every error is a *types.Error with the spec's code; stdout carries only the
-// result. Everything the plugin needs comes from its config (see Config).
+// result (logs go to stderr), and values echoed in errors are clipped. The
+// plugin reads at most MaxStdin bytes of config. Everything it needs comes
+// from its config (see Config).
 package cni
 
 import (
@@ -87,13 +95,21 @@ func invalid(field string, value any, why string) *types.Error {
 		fmt.Sprintf("invalid config: %s %s: %s", field, quote(value), why), "")
 }
 
+// quote renders v as JSON for an error message, clipped to maxEcho bytes:
+// the value comes from the caller and may be of any size.
 func quote(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Sprintf("%v", v)
+		b = fmt.Appendf(nil, "%v", v)
+	}
+	if len(b) > maxEcho {
+		return fmt.Sprintf("%s…(%d bytes)", bytes.ToValidUTF8(b[:maxEcho], nil), len(b))
 	}
 	return string(b)
 }
+
+// maxEcho bounds a value echoed in an error message.
+const maxEcho = 64
 
 // Parse decodes and validates a plugin config, filling in defaults. Its error
 // is a *types.Error: code 6 when the input is not JSON, code 7 naming the

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -49,11 +50,17 @@ func openStore(c *Config) (*ipam.Store, error) {
 		Ranges:      c.Prefixes(),
 		Reserved:    gatewayAddrs(c),
 		LockTimeout: lockTimeout,
+		Log:         stderrLog(),
 	})
 	if err != nil {
 		return nil, typed("open ipam store "+c.DataDir, err)
 	}
 	return s, nil
+}
+
+// stderrLog logs to stderr: stdout carries only the result.
+func stderrLog() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, nil))
 }
 
 func gatewayAddrs(c *Config) []netip.Addr {
@@ -76,19 +83,79 @@ func internal(format string, args ...any) error {
 	return types.NewError(types.ErrInternal, fmt.Sprintf(format, args...), "")
 }
 
+// ownerOf validates the container ID and interface name: they name the
+// reservation, the host veth and the pod's interface.
+func ownerOf(args *skel.CmdArgs) (ipam.Owner, error) {
+	o := ipam.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
+	if err := o.Validate(); err != nil {
+		return o, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_CONTAINERID/CNI_IFNAME: "+err.Error(), "")
+	}
+	return o, nil
+}
+
+// openPodNS opens CNI_NETNS and checks that it is a network namespace and
+// not the plugin's own: ADD there would put the pod's addresses and default
+// routes on the node itself.
+func openPodNS(path string) (netns.NsHandle, error) {
+	bad := func(why string, err error) error {
+		msg := fmt.Sprintf("CNI_NETNS %s: %s", quote(path), why)
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		return types.NewError(types.ErrInvalidEnvironmentVariables, msg, "")
+	}
+	podNS, err := netns.GetFromPath(path)
+	if err != nil {
+		return podNS, bad("open", err)
+	}
+	typ, err := unix.IoctlRetInt(int(podNS), unix.NS_GET_NSTYPE)
+	if err != nil || typ != unix.CLONE_NEWNET {
+		podNS.Close()
+		return netns.None(), bad("not a network namespace", err)
+	}
+	self, err := netns.Get() // this thread's: every thread of the plugin is in its namespace here
+	if err != nil {
+		podNS.Close()
+		return netns.None(), internal("open the plugin's own network namespace: %v", err)
+	}
+	defer self.Close()
+	if podNS.Equal(self) {
+		podNS.Close()
+		return netns.None(), bad("is the plugin's own network namespace (the node's), not a pod's", nil)
+	}
+	return podNS, nil
+}
+
+// cmdAdd checks all of its input first (config, container ID, interface
+// name, CNI_NETNS) and only then changes the node. It holds the owner's
+// lock (ipam.Store.Hold) throughout, so a DEL of the same container runs
+// wholly before or wholly after it.
 func cmdAdd(args *skel.CmdArgs) (err error) {
 	c, err := Parse(args.StdinData)
 	if err != nil {
 		return err
 	}
+	owner, err := ownerOf(args)
+	if err != nil {
+		return err
+	}
+	podNS, err := openPodNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer podNS.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 
-	podNS, err := netns.GetFromPath(args.Netns)
+	store, err := openStore(c)
 	if err != nil {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("open CNI_NETNS %q: %v", args.Netns, err), "")
+		return err
 	}
-	defer podNS.Close()
+	release, err := store.Hold(ctx, owner)
+	if err != nil {
+		return typed(fmt.Sprintf("hold %s/%s", args.ContainerID, args.IfName), err)
+	}
+	defer release()
 
 	host, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
@@ -103,11 +170,6 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		return internal("%v", err)
 	}
 
-	store, err := openStore(c)
-	if err != nil {
-		return err
-	}
-	owner := ipam.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
 	addrs, err := store.Allocate(ctx, owner)
 	if err != nil {
 		return typed(fmt.Sprintf("allocate addresses for %s/%s", args.ContainerID, args.IfName), err)
@@ -212,21 +274,31 @@ func setupPod(podNS netns.NsHandle, c *Config, a Attachment) error {
 	})
 }
 
+// cmdDel holds the owner's lock (see cmdAdd) while it removes the veth and
+// releases the addresses.
 func cmdDel(args *skel.CmdArgs) error {
 	c, err := Parse(args.StdinData)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	if err := deleteHostVeth(HostVethName(args.ContainerID, args.IfName)); err != nil {
+	owner, err := ownerOf(args)
+	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
 	store, err := openStore(c)
 	if err != nil {
 		return err
 	}
-	owner := ipam.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
+	release, err := store.Hold(ctx, owner)
+	if err != nil {
+		return typed(fmt.Sprintf("hold %s/%s", args.ContainerID, args.IfName), err)
+	}
+	defer release()
+	if err := deleteHostVeth(HostVethName(args.ContainerID, args.IfName)); err != nil {
+		return err
+	}
 	return typed(fmt.Sprintf("release addresses of %s/%s", args.ContainerID, args.IfName), store.Release(ctx, owner))
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -39,7 +40,8 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	if os.Geteuid() == 0 {
+	flag.Parse()
+	if os.Geteuid() == 0 && !fuzzing() {
 		dir, err := os.MkdirTemp("", "weft-cni-test")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -56,6 +58,13 @@ func run(m *testing.M) int {
 		pluginDir = dir
 	}
 	return m.Run()
+}
+
+// fuzzing reports whether this process runs a fuzz target (as coordinator
+// or worker): only FuzzParse runs then, which needs no plugin binary.
+func fuzzing() bool {
+	f, w := flag.Lookup("test.fuzz"), flag.Lookup("test.fuzzworker")
+	return f != nil && f.Value.String() != "" || w != nil && w.Value.String() == "true"
 }
 
 // lab is one node namespace with the weft conflist and a libcni client

@@ -17,10 +17,11 @@
 //
 // Allocate, Release and Lookup cost a fixed number of system calls, however
 // many addresses are reserved (about 63 for a dual-stack allocate plus
-// release): they touch only the files named after the owner and the
-// candidate addresses. Allocation probes from the range's cursor (the last
-// address handed out), so its probe cost grows only with the run of taken
-// addresses just after the cursor. Directory scans happen
+// release, counted before the regular-file checks of Damaged entries added
+// one fstat(2) per file opened): they touch only the files named after the
+// owner and the candidate addresses. Allocation probes from the range's
+// cursor (the last address handed out), so its probe cost grows only with
+// the run of taken addresses just after the cursor. Directory scans happen
 // only in GC, Usage (names only) and the reclaim after a reboot; Release of
 // an owner that holds nothing (a repeated DEL) is as cheap as any other.
 //
@@ -30,6 +31,7 @@
 // and flock(2) (ext4, xfs, btrfs, tmpfs, overlayfs). Under Options.Dir:
 //
 //	lock                     flock(2) target; every operation holds it exclusively
+//	hold/<cid>=<ifname>      flock(2) target of one owner's command in flight (Hold); removed after
 //	boot                     boot ID the reservations belong to
 //	owner/<cid>=<ifname>     a reservation record (the owner index)
 //	addr/<address>           hard link to the same record, one per address
@@ -37,6 +39,7 @@
 //	                         padded with spaces to a fixed width and rewritten in place
 //	txn                      the one reservation being created or released (transient)
 //	tmp                      scratch for replacing the boot file (transient)
+//	damaged/<entry>.<time>   entries set aside (see Damaged entries); kept for a person to look at
 //
 // Cursor files of ranges no longer configured are left in place (a few
 // bytes each). A record is a small text file (see record.marshal):
@@ -60,6 +63,24 @@
 // commit point — then moves the cursors and removes txn. Release renames
 // owner/<key> to txn — from that instant the owner holds nothing — then
 // removes each addr/<a> that is the same file (inode) as txn, then txn.
+//
+// # Damaged entries
+//
+// The store holds only regular files (and its subdirectories). Every file
+// is opened with O_NOFOLLOW|O_NONBLOCK and checked to be a regular file
+// before it is read or written, so a symbolic link is never followed and a
+// FIFO or device never blocks an operation under the lock. A lock holder
+// that meets an entry that is not a regular file (a directory, FIFO,
+// symbolic link, socket or device in owner/, addr/, cursor/, or as txn, tmp
+// or boot) moves it to damaged/ with a warning on Options.Log and carries on
+// as if it were missing: one bad entry costs that entry only (an address
+// whose addr/ entry was bad becomes free, as it has no record; a bad boot
+// file reads as missing, and the reclaim it starts keeps every record of
+// this boot). A FIFO or file in place of a subdirectory is set aside the
+// same way (by Open or Check, under the lock) and the directory made again;
+// listing a directory never blocks. The lock file is the exception: moving
+// it needs the lock, so a lock that is not a regular file fails every
+// operation with an error that says to remove it.
 //
 // # Invariants
 //

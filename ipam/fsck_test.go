@@ -24,7 +24,7 @@ func fsck(s *Store) (map[Owner][]netip.Addr, error) {
 	}
 	for _, name := range top {
 		switch name {
-		case lockName, bootName, addrDir, ownerDir, cursorDir:
+		case lockName, bootName, addrDir, ownerDir, cursorDir, asideDir, holdDir:
 		default:
 			bad("unexpected file %s in store (transient files must be gone)", name)
 		}

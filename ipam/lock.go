@@ -14,18 +14,35 @@ import (
 // Stores in one process exclude each other like two processes do, and the
 // kernel drops it when its holder dies, also by SIGKILL.
 func lockFile(ctx context.Context, path string, timeout time.Duration) (func(), error) {
-	fd, err := openFile(path, unix.O_RDWR|unix.O_CREAT, 0o644)
+	_, unlock, err := lockFD(ctx, path, timeout)
+	return unlock, err
+}
+
+// lockFD is lockFile that also returns the locked descriptor (valid until
+// the unlock).
+func lockFD(ctx context.Context, path string, timeout time.Duration) (int, func(), error) {
+	fd, err := openFile(path, unix.O_RDWR|unix.O_CREAT|entryFlags, 0o644)
+	if err == nil {
+		if err = requireRegular(fd, path); err != nil {
+			unix.Close(fd)
+		}
+	}
+	// The lock file is the one entry the store cannot set aside by itself
+	// (that would need the lock): say what to do instead.
+	if errors.Is(err, errNotRegular) || errors.Is(err, unix.EISDIR) {
+		return -1, nil, fmt.Errorf("open lock: %w: the lock must be a regular file; remove it by hand (no operation runs until then)", err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("open lock: %w", err)
+		return -1, nil, fmt.Errorf("open lock: %w", err)
 	}
 	unlock := func() { unix.Close(fd) } // closing the only descriptor drops the lock
 	err = flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 	if err == nil {
-		return unlock, nil
+		return fd, unlock, nil
 	}
 	if !errors.Is(err, unix.EWOULDBLOCK) {
 		unlock()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return -1, nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	// Wait in the kernel's queue rather than polling: the holder's unlock
 	// wakes us at once. If we give up, the waiter keeps the file open until
@@ -38,15 +55,15 @@ func lockFile(ctx context.Context, path string, timeout time.Duration) (func(), 
 	case err := <-got:
 		if err != nil {
 			unlock()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
+			return -1, nil, fmt.Errorf("lock %s: %w", path, err)
 		}
-		return unlock, nil
+		return fd, unlock, nil
 	case <-timer.C:
 		go func() { <-got; unlock() }()
-		return nil, fmt.Errorf("lock %s: held by another process for more than %s: %w", path, timeout, ErrLocked)
+		return -1, nil, fmt.Errorf("lock %s: held by another process for more than %s: %w", path, timeout, ErrLocked)
 	case <-ctx.Done():
 		go func() { <-got; unlock() }()
-		return nil, fmt.Errorf("lock %s: %w: %w", path, ErrLocked, context.Cause(ctx))
+		return -1, nil, fmt.Errorf("lock %s: %w: %w", path, ErrLocked, context.Cause(ctx))
 	}
 }
 

@@ -23,16 +23,16 @@ const (
 	keySep = "="
 )
 
-// validate reports whether o can name a reservation: a container ID of
+// Validate reports whether o can name a reservation: a container ID of
 // letters, digits, '_', '.' and '-' that starts with a letter or digit (the
 // CNI specification's rule, which also makes it a safe file name), and an
-// interface name the kernel would accept.
-func (o Owner) validate() error {
+// interface name the kernel would accept. Its error wraps ErrInvalid.
+func (o Owner) Validate() error {
 	if err := validContainerID(o.ContainerID); err != nil {
-		return fmt.Errorf("owner ContainerID %q: %s: %w", o.ContainerID, err, ErrInvalid)
+		return fmt.Errorf("owner ContainerID %s: %s: %w", clipQuote(o.ContainerID), err, ErrInvalid)
 	}
 	if err := validIfName(o.IfName); err != nil {
-		return fmt.Errorf("owner IfName %q: %s: %w", o.IfName, err, ErrInvalid)
+		return fmt.Errorf("owner IfName %s: %s: %w", clipQuote(o.IfName), err, ErrInvalid)
 	}
 	return nil
 }
@@ -77,6 +77,15 @@ func validIfName(name string) error {
 	return nil
 }
 
+// clipQuote quotes s for an error, clipped to maxContainerID bytes (the
+// longest valid value): an invalid one may be of any size.
+func clipQuote(s string) string {
+	if len(s) > maxContainerID {
+		return fmt.Sprintf("%q…(%d bytes)", s[:maxContainerID], len(s))
+	}
+	return fmt.Sprintf("%q", s)
+}
+
 // key is o's file name under owner/.
 func (o Owner) key() string { return o.ContainerID + keySep + o.IfName }
 
@@ -87,7 +96,7 @@ func parseKey(name string) (Owner, error) {
 		return Owner{}, fmt.Errorf("owner file name %q: no %q: %w", name, keySep, ErrInvalid)
 	}
 	o := Owner{ContainerID: id, IfName: ifName}
-	if err := o.validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return Owner{}, fmt.Errorf("owner file name %q: %w", name, err)
 	}
 	return o, nil

@@ -70,7 +70,7 @@ func parseRecordText(data []byte) (record, error) {
 		return record{}, fmt.Errorf("line 2 %q: want \"owner <containerID> <ifname>\"", lines[1])
 	}
 	r.owner.ContainerID, r.owner.IfName, _ = strings.Cut(owner, " ")
-	if err := r.owner.validate(); err != nil {
+	if err := r.owner.Validate(); err != nil {
 		return record{}, fmt.Errorf("line 2: %w", err)
 	}
 	if r.boot, ok = strings.CutPrefix(lines[2], "boot "); !ok {

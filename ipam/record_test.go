@@ -83,7 +83,7 @@ func FuzzRecord(f *testing.F) {
 		if a, ok := netip.AddrFromSlice(v6); ok && len(v6) == 16 && !a.Is4In6() {
 			r.addrs = append(r.addrs, a)
 		}
-		valid := r.owner.validate() == nil && validBootID(boot) == nil && len(r.addrs) > 0
+		valid := r.owner.Validate() == nil && validBootID(boot) == nil && len(r.addrs) > 0
 		got, err := parseRecord(r.marshal())
 		if valid != (err == nil) {
 			t.Fatalf("record %+v valid=%v but parse of its text: %v", r, valid, err)

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Errors returned by Store, wrapped with context; test them with errors.Is.
@@ -33,6 +36,7 @@ type Options struct {
 	Reserved    []netip.Addr   // never handed out (the gateways)
 	LockTimeout time.Duration  // default 10s; waiting longer returns an error wrapping ErrLocked
 	BootID      string         // default: contents of /proc/sys/kernel/random/boot_id
+	Log         *slog.Logger   // entries set aside (see Store.setAside); nil: no log
 }
 
 // Usage is how much of one range is handed out.
@@ -50,6 +54,7 @@ type Store struct {
 	spans   []span
 	timeout time.Duration
 	boot    string
+	log     *slog.Logger
 
 	// hook, when set (by tests), runs at each named step of an operation;
 	// an error makes the operation stop there as a failure would.
@@ -65,13 +70,17 @@ const (
 	addrDir    = "addr"
 	ownerDir   = "owner"
 	cursorDir  = "cursor"
+	asideDir   = "damaged"
 	bootIDFile = "/proc/sys/kernel/random/boot_id"
 )
 
 // Open checks opts and creates the store directory. It takes no lock and
 // reads no reservation.
 func Open(opts Options) (*Store, error) {
-	s := &Store{dir: opts.Dir, timeout: opts.LockTimeout, boot: opts.BootID}
+	s := &Store{dir: opts.Dir, timeout: opts.LockTimeout, boot: opts.BootID, log: opts.Log}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("ipam: Options.Dir: empty: %w", ErrInvalid)
 	}
@@ -98,7 +107,11 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("ipam: Options.BootID: %w", err)
 	}
 	if err := s.mkdirs(); err != nil {
-		return nil, fmt.Errorf("ipam: %w", err)
+		// A subdirectory's name may be taken by something else (a FIFO,
+		// a file): set it aside under the lock and try again.
+		if rerr := s.repairDirs(); rerr != nil {
+			return nil, fmt.Errorf("ipam: %w", errors.Join(err, rerr))
+		}
 	}
 	return s, nil
 }
@@ -142,13 +155,44 @@ func (s *Store) setRanges(ranges []netip.Prefix, reserved []netip.Addr) error {
 	return nil
 }
 
+// storeDirs are the store's subdirectories.
+var storeDirs = []string{addrDir, ownerDir, cursorDir, holdDir}
+
 func (s *Store) mkdirs() error {
-	for _, d := range []string{addrDir, ownerDir, cursorDir} {
+	for _, d := range storeDirs {
 		if err := os.MkdirAll(s.path(d), 0o755); err != nil {
 			return fmt.Errorf("create store: %w", err)
 		}
 	}
 	return nil
+}
+
+// repairDirs takes the lock and runs repairDirsLocked.
+func (s *Store) repairDirs() error {
+	unlock, err := lockFile(context.Background(), s.path(lockName), s.timeout)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return s.repairDirsLocked()
+}
+
+// repairDirsLocked sets aside whatever takes a subdirectory's name and is
+// neither a directory nor a symbolic link (which may lead to one: a FIFO or
+// a file holds no reservation, so setting it aside loses none), then makes
+// the subdirectories.
+func (s *Store) repairDirsLocked() error {
+	for _, d := range storeDirs {
+		p := s.path(d)
+		fi, err := os.Lstat(p)
+		if err != nil || fi.IsDir() || fi.Mode()&fs.ModeSymlink != 0 {
+			continue
+		}
+		if err := s.setAside(p, fmt.Errorf("not a directory (%s)", fileKind(fi))); err != nil {
+			return err
+		}
+	}
+	return s.mkdirs()
 }
 
 func (s *Store) path(elem ...string) string {
@@ -185,7 +229,7 @@ func (s *Store) do(ctx context.Context, fn func() error) error {
 // Allocate reserves one address in each range for o and returns them in
 // the order of Options.Ranges: all of them or none.
 func (s *Store) Allocate(ctx context.Context, o Owner) ([]netip.Addr, error) {
-	if err := o.validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("allocate: %w", err)
 	}
 	var addrs []netip.Addr
@@ -218,7 +262,7 @@ func (s *Store) Allocate(ctx context.Context, o Owner) ([]netip.Addr, error) {
 
 // Release frees o's addresses. It returns nil when o holds none.
 func (s *Store) Release(ctx context.Context, o Owner) error {
-	if err := o.validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
 	err := s.do(ctx, func() error {
@@ -235,7 +279,7 @@ func (s *Store) Release(ctx context.Context, o Owner) error {
 
 // Lookup returns o's addresses, or an error wrapping ErrNotFound.
 func (s *Store) Lookup(ctx context.Context, o Owner) ([]netip.Addr, error) {
-	if err := o.validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
 	var addrs []netip.Addr
@@ -259,13 +303,14 @@ func (s *Store) Lookup(ctx context.Context, o Owner) ([]netip.Addr, error) {
 }
 
 // GC releases every reservation whose owner is not in keep and returns
-// those owners, sorted. It also removes addresses left without an owner
-// record (or gives a kept owner its record back when all its addresses are
-// intact).
+// those owners, sorted. An owner with a command in flight (it is held, see
+// Hold) is skipped, to be released by a later GC. GC also removes addresses
+// left without an owner record (or gives a kept owner its record back when
+// all its addresses are intact).
 func (s *Store) GC(ctx context.Context, keep []Owner) (released []Owner, err error) {
 	kept := make(map[string]bool, len(keep))
 	for i, o := range keep {
-		if err := o.validate(); err != nil {
+		if err := o.Validate(); err != nil {
 			return nil, fmt.Errorf("gc: keep[%d]: %w", i, err)
 		}
 		kept[o.key()] = true
@@ -280,8 +325,19 @@ func (s *Store) GC(ctx context.Context, keep []Owner) (released []Owner, err err
 			if kept[name] {
 				continue
 			}
+			// An owner with a command in flight (see Hold) is left for
+			// the next GC: releasing under a running ADD would free
+			// addresses its veth is about to carry.
+			unhold, busy, err := s.tryHold(name)
+			if err != nil || busy {
+				if err != nil {
+					s.log.Warn("ipam: gc skips an owner whose hold lock fails", "dir", s.dir, "owner", name, "err", err.Error())
+				}
+				continue
+			}
 			o, perr := parseKey(name)
 			held, err := s.release(name)
+			unhold()
 			if err != nil {
 				return err
 			}
@@ -344,7 +400,9 @@ func (s *Store) Usage(ctx context.Context) ([]Usage, error) {
 func (s *Store) Check(ctx context.Context) error {
 	err := s.do(ctx, func() error {
 		if err := s.mkdirs(); err != nil {
-			return err
+			if rerr := s.repairDirsLocked(); rerr != nil {
+				return errors.Join(err, rerr)
+			}
 		}
 		if err := os.WriteFile(s.path(tmpName), []byte("check\n"), 0o644); err != nil {
 			return err
@@ -357,20 +415,31 @@ func (s *Store) Check(ctx context.Context) error {
 	return nil
 }
 
-// taken reports whether a is reserved.
+// taken reports whether a is reserved. An entry that is not a regular file
+// is no reservation: it is set aside and the address is free.
 func (s *Store) taken(a netip.Addr) (bool, error) {
-	_, err := os.Lstat(s.addrPath(a))
-	if errors.Is(err, fs.ErrNotExist) {
+	p := s.addrPath(a)
+	fi, err := os.Lstat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
+	case err != nil:
+		return false, err
+	case !fi.Mode().IsRegular():
+		return false, s.setAside(p, fmt.Errorf("%w (%s)", errNotRegular, fileKind(fi)))
 	}
-	return err == nil, err
+	return true, nil
 }
 
 // cursor returns the last address handed out in range i, or an invalid
 // address (probing then starts at the range's first address). It is only a
 // hint: a missing or garbled cursor costs a longer probe, nothing else.
 func (s *Store) cursor(i int) netip.Addr {
-	b, err := readSmall(s.path(cursorDir, cursorName(s.spans[i].prefix)))
+	p := s.path(cursorDir, cursorName(s.spans[i].prefix))
+	b, err := readSmall(p)
+	if errors.Is(err, errNotRegular) {
+		_ = s.setAside(p, err) // a failure shows again at the cursor's write
+	}
 	if err != nil {
 		return netip.Addr{}
 	}
@@ -378,8 +447,16 @@ func (s *Store) cursor(i int) netip.Addr {
 	return a
 }
 
+// readRecord reads and parses the record at path. An entry that is not a
+// regular file is set aside and reads as missing (wrapping fs.ErrNotExist).
 func (s *Store) readRecord(path string) (record, error) {
 	b, err := readSmall(path)
+	if errors.Is(err, errNotRegular) {
+		if aerr := s.setAside(path, err); aerr != nil {
+			return record{}, aerr
+		}
+		return record{}, fmt.Errorf("%s set aside: %w", path, fs.ErrNotExist)
+	}
 	if err != nil {
 		return record{}, err
 	}
@@ -390,8 +467,34 @@ func (s *Store) readRecord(path string) (record, error) {
 	return rec, nil
 }
 
+// setAside moves a damaged entry (one that is not a regular file, where
+// the store keeps only regular files) out of the way, to
+// damaged/<name>.<time>, and logs it, so that one bad entry costs only
+// itself: never every operation, never a hang under the lock. Only a lock
+// holder calls it. The entry is kept for a person to look at.
+func (s *Store) setAside(path string, why error) error {
+	rel, err := filepath.Rel(s.dir, path)
+	if err != nil {
+		rel = filepath.Base(path)
+	}
+	dst := s.path(asideDir, fmt.Sprintf("%s.%d", strings.ReplaceAll(rel, "/", "_"), time.Now().UnixNano()))
+	if err := os.Mkdir(s.path(asideDir), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("set aside %s: %w", path, err)
+	}
+	if err := os.Rename(path, dst); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("set aside %s (%v): %w", path, why, err)
+	}
+	s.log.Warn("ipam: damaged store entry set aside", "dir", s.dir, "entry", rel, "reason", why.Error(), "moved_to", dst)
+	return nil
+}
+
+// readNames lists dir. It fails at once, never blocks, when dir is not a
+// directory (a FIFO opened for reading would wait for a writer).
 func readNames(dir string) ([]string, error) {
-	f, err := os.Open(dir)
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

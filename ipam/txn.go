@@ -58,7 +58,7 @@ func (s *Store) writeTxn(data []byte) error {
 // abort rolls back an uncommitted allocation and returns err with any
 // rollback failure (which the next lock holder then repairs).
 func (s *Store) abort(err error) error {
-	if rerr := s.resolveTxn(); rerr != nil {
+	if rerr := s.resolveTxn(""); rerr != nil {
 		return errors.Join(err, fmt.Errorf("roll back: %w", rerr))
 	}
 	return err
@@ -78,7 +78,7 @@ func (s *Store) release(name string) (held bool, err error) {
 	if err := s.at("release/owner-moved"); err != nil {
 		return true, err
 	}
-	return true, s.resolveTxn()
+	return true, s.resolveTxn(name)
 }
 
 // resolveTxn finishes what txn describes. If owner/<key> is the same file,
@@ -86,8 +86,10 @@ func (s *Store) release(name string) (held bool, err error) {
 // allocation that did not commit, or a release) every addr/ link to the
 // record is removed, then txn. Each step is idempotent, so a crash inside
 // is resolved by the next lock holder the same way. A record too damaged to
-// parse is resolved by its inode: its other names are found by a scan.
-func (s *Store) resolveTxn() error {
+// parse is resolved by its inode: its other names are found by a scan. A
+// txn that is not a regular file (an owner/ entry that was not, renamed by
+// release: from names that) is set aside.
+func (s *Store) resolveTxn(from string) error {
 	txn := s.path(txnName)
 	fi, err := os.Lstat(txn)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -95,6 +97,13 @@ func (s *Store) resolveTxn() error {
 	}
 	if err != nil {
 		return err
+	}
+	if !fi.Mode().IsRegular() {
+		why := fmt.Errorf("%w (%s)", errNotRegular, fileKind(fi))
+		if from != "" {
+			why = fmt.Errorf("%s/%s renamed to %s: %w", ownerDir, from, txnName, why)
+		}
+		return s.setAside(txn, why)
 	}
 	if rec, err := s.readRecord(txn); err == nil {
 		if sameFile(s.ownerPath(rec.owner), fi) {
@@ -159,12 +168,21 @@ func (s *Store) unlinkInode(fi fs.FileInfo) (committed bool, err error) {
 // boot.
 func (s *Store) recover(ctx context.Context) error {
 	if err := removeIfExists(s.path(tmpName)); err != nil {
-		return err
+		// A directory with entries: set it aside like any damage.
+		if aerr := s.setAside(s.path(tmpName), err); aerr != nil {
+			return errors.Join(err, aerr)
+		}
 	}
-	if err := s.resolveTxn(); err != nil {
+	if err := s.resolveTxn(""); err != nil {
 		return fmt.Errorf("resolve %s: %w", txnName, err)
 	}
 	b, err := readSmall(s.path(bootName))
+	if errors.Is(err, errNotRegular) {
+		// Read as missing: the reclaim below keeps this boot's records.
+		if err = s.setAside(s.path(bootName), err); err != nil {
+			return err
+		}
+	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -183,6 +201,9 @@ func (s *Store) recover(ctx context.Context) error {
 func (s *Store) reclaim(ctx context.Context) error {
 	stale := func(path string) (bool, error) {
 		rec, err := s.readRecord(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil // set aside (or gone): nothing to release
+		}
 		if err != nil && !isParseError(err) {
 			return false, err
 		}
@@ -242,6 +263,12 @@ func (s *Store) removeOrphans(match func(record) bool) ([]Owner, error) {
 		fi, err := os.Lstat(p)
 		if err != nil {
 			return owners, err
+		}
+		if !fi.Mode().IsRegular() {
+			if err := s.setAside(p, fmt.Errorf("%w (%s)", errNotRegular, fileKind(fi))); err != nil {
+				return owners, err
+			}
+			continue
 		}
 		rec, err := s.readRecord(p)
 		if err != nil && !isParseError(err) {

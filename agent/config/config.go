@@ -9,13 +9,16 @@ package config
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	yamlv3 "go.yaml.in/yaml/v3"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -41,6 +44,7 @@ const (
 	DefaultBlockSizeV4 = 24
 	DefaultBlockSizeV6 = 64
 	minResync          = time.Second
+	maxResync          = time.Hour
 	maxVNI             = 1<<24 - 1
 	minMTU             = 1280 // IPv6 minimum; also a sane floor for IPv4 pods
 	maxMTU             = 65535
@@ -86,8 +90,37 @@ type FieldError struct {
 	Reason string
 }
 
+// Error names the field and its value. Field, value and reason are clipped
+// (see clip): a value is echoed into logs, Events and /status, so a huge
+// value must not make a huge error.
 func (e *FieldError) Error() string {
-	return fmt.Sprintf("config field %s=%q: %s", e.Field, e.Value, e.Reason)
+	return fmt.Sprintf("config field %s=%q: %s", clip(e.Field, maxFieldEcho), clip(e.Value, maxValueEcho), clip(e.Reason, maxReasonEcho))
+}
+
+// Bounds on what an error echoes, in bytes.
+const (
+	maxValueEcho  = 64
+	maxFieldEcho  = 128
+	maxReasonEcho = 256
+)
+
+// clip shortens s to at most n bytes (cut at a rune boundary) and says how
+// long it was.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
+}
+
+// parseError is a document that does not decode; its text is clipped, as
+// the decoders quote keys and content of any size.
+func parseError(format string, args ...any) error {
+	return fmt.Errorf("parse %s: %s", Key, clip(fmt.Sprintf(format, args...), maxReasonEcho))
 }
 
 // raw mirrors the YAML document with every field optional and loosely typed,
@@ -109,22 +142,48 @@ type raw struct {
 }
 
 // Parse reads and validates a YAML (or JSON) configuration document.
-// Unknown fields are errors, so a typo never silently falls back to a default.
+// Decoding is strict, so a typo never silently falls back to a default: one
+// document only (no second document, no trailing content), and unknown,
+// duplicate and case-variant keys ("Mode:") are errors naming the key.
 func Parse(doc []byte) (Config, error) {
 	if len(bytes.TrimSpace(doc)) == 0 {
 		return Config{}, &FieldError{Field: Key, Value: "", Reason: "empty configuration"}
 	}
-	js, err := yaml.YAMLToJSON(doc)
+	if err := oneDocument(doc); err != nil {
+		return Config{}, err
+	}
+	js, err := yaml.YAMLToJSONStrict(doc) // refuses duplicate keys
 	if err != nil {
-		return Config{}, fmt.Errorf("parse %s: %w", Key, err)
+		return Config{}, parseError("%v", err)
 	}
 	var r raw
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return Config{}, fmt.Errorf("parse %s: %w", Key, err)
+	// Case-sensitive (encoding/json would match "Mode" to mode), refusing
+	// unknown and duplicate keys.
+	strict, err := kjson.UnmarshalStrict(js, &r, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if err != nil {
+		return Config{}, parseError("%v", err)
+	}
+	if len(strict) > 0 {
+		return Config{}, parseError("%v", errors.Join(strict...))
 	}
 	return r.validate()
+}
+
+// oneDocument refuses a second YAML document and content after the first.
+func oneDocument(doc []byte) error {
+	dec := yamlv3.NewDecoder(bytes.NewReader(doc))
+	var first, next yamlv3.Node
+	if err := dec.Decode(&first); err != nil {
+		return parseError("%v", err)
+	}
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return parseError("content after the document: %v", err)
+	default:
+		return parseError("a second YAML document at line %d: want exactly one", next.Line)
+	}
 }
 
 func (r *raw) validate() (Config, error) {
@@ -156,6 +215,9 @@ func (r *raw) validate() (Config, error) {
 		}
 		if p.Addr().Zone() != "" || p.Addr().Is4In6() {
 			return Config{}, &FieldError{Field: field, Value: s, Reason: "want a plain IPv4 or IPv6 prefix"}
+		}
+		if p.Bits() == 0 {
+			return Config{}, &FieldError{Field: field, Value: s, Reason: "a /0 prefix would make every address a pod address"}
 		}
 		if seen[p.Addr().Is4()] {
 			return Config{}, &FieldError{Field: field, Value: s, Reason: "more than one prefix of the same family"}
@@ -191,9 +253,9 @@ func (r *raw) validate() (Config, error) {
 	}
 	if r.Resync != nil {
 		d, err := time.ParseDuration(*r.Resync)
-		if err != nil || d < minResync {
+		if err != nil || d < minResync || d > maxResync {
 			return Config{}, &FieldError{Field: "resync", Value: *r.Resync,
-				Reason: fmt.Sprintf("want a duration of at least %s, e.g. 30s", minResync)}
+				Reason: fmt.Sprintf("want a duration between %s and %s, e.g. 30s", minResync, maxResync)}
 		}
 		c.Resync = d
 	}
@@ -220,6 +282,16 @@ func (r *raw) validate() (Config, error) {
 		return Config{}, err
 	}
 	c.BGP = bgp
+	// A prefix in an external range is accepted from any peer; inside the
+	// cluster CIDRs only a node may announce its own pod CIDR.
+	for i, e := range c.BGP.ExternalRanges {
+		for _, cl := range c.ClusterCIDRs {
+			if e.Overlaps(cl) {
+				return Config{}, &FieldError{Field: fmt.Sprintf("bgp.externalRanges[%d]", i), Value: e.String(),
+					Reason: fmt.Sprintf("overlaps cluster CIDR %s (pod CIDRs are accepted only from their own nodes)", cl)}
+			}
+		}
+	}
 	return c, nil
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,6 +72,16 @@ vxlan: {vni: 42, port: 8472, directRouting: true}
 		{name: "mtu too small", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nmtu: 500\n", wantField: "mtu"},
 		{name: "bad resync", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nresync: soon\n", wantField: "resync"},
 		{name: "resync too short", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nresync: 1ms\n", wantField: "resync"},
+		{name: "resync too long", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nresync: 2h\n", wantField: "resync"},
+		{name: "resync longest", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nresync: 1h\n", want: def(func(c *Config) { c.Resync = time.Hour })},
+		{name: "v4 /0 cluster CIDR", doc: "mode: vxlan\nclusterCIDRs: [0.0.0.0/0]\n", wantField: "clusterCIDRs[0]"},
+		{name: "v6 /0 cluster CIDR", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16, \"::/0\"]\n", wantField: "clusterCIDRs[1]"},
+		{name: "external range covers cluster", doc: "mode: bgp\nclusterCIDRs: [10.244.0.0/16]\nbgp: {externalRanges: [10.0.0.0/8]}\n",
+			wantField: "bgp.externalRanges[0]"},
+		{name: "external range inside cluster", doc: "mode: bgp\nclusterCIDRs: [10.244.0.0/16, fd00:10:244::/56]\nbgp: {externalRanges: [172.30.0.0/16, \"fd00:10:244:1::/64\"]}\n",
+			wantField: "bgp.externalRanges[1]"},
+		{name: "external range beside cluster", doc: "mode: bgp\nclusterCIDRs: [10.244.0.0/16]\nbgp: {externalRanges: [10.245.0.0/16]}\n",
+			want: def(func(c *Config) { c.Mode = BGP; c.BGP.ExternalRanges = []netip.Prefix{pfx("10.245.0.0/16")} })},
 		{name: "bgp without asn", doc: "mode: bgp\nclusterCIDRs: [10.244.0.0/16]\n", want: def(func(c *Config) { c.Mode = BGP })},
 		{name: "unknown field", doc: "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\nvni: 3\n", wantErr: true},
 		{name: "wrong type", doc: "mode: vxlan\nclusterCIDRs: 10.244.0.0/16\n", wantErr: true},
@@ -101,6 +112,71 @@ vxlan: {vni: 42, port: 8472, directRouting: true}
 				t.Errorf("Parse (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestStrictDecoding: every lenient form of the document is refused with an
+// error that names the key (or the line) at fault.
+func TestStrictDecoding(t *testing.T) {
+	const base = "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\n"
+	tests := []struct {
+		name, doc, want string // want: a substring of the error
+	}{
+		{"duplicate key", base + "mode: bgp\n", `"mode"`},
+		{"duplicate nested key", base + "vxlan:\n  vni: 3\n  vni: 4\n", `"vni"`},
+		{"duplicate key in JSON", `{"mode":"vxlan","clusterCIDRs":["10.244.0.0/16"],"mode":"bgp"}`, `"mode"`},
+		{"case-variant key", "Mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\n", `"Mode"`},
+		{"case-variant beside the key", base + "Mode: bgp\n", `"Mode"`},
+		{"case-variant nested key", base + "vxlan: {VNI: 3}\n", `VNI`},
+		{"case-variant bgp key", base + "bgp: {ASN: 65000}\n", `ASN`},
+		{"unknown key", base + "vni: 3\n", `"vni"`},
+		{"unknown nested key", base + "bgp: {peers: [{address: 10.0.0.1, password: x}]}\n", `password`},
+		{"second document", base + "---\nmode: bgp\n", "second YAML document at line 3"},
+		{"empty second document", base + "---\n", "second YAML document"},
+		{"content after document end", base + "...\nmode: bgp\n", "content after the document"},
+		{"trailing content after JSON", `{"mode":"vxlan","clusterCIDRs":["10.244.0.0/16"]} {"mode":"bgp"}`, "parse config.yaml"},
+		{"trailing garbage", base + "]]]\n", "parse config.yaml"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse([]byte(tc.doc))
+			if err == nil {
+				t.Fatalf("Parse(%q) = %+v, want an error", tc.doc, got)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse(%q) error %q does not contain %q", tc.doc, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestErrorsClipValues: a value of any size is echoed clipped.
+func TestErrorsClipValues(t *testing.T) {
+	huge := strings.Repeat("x", 100_000)
+	tests := []struct{ name, doc string }{
+		{"field value", "mode: " + huge + "\nclusterCIDRs: [10.244.0.0/16]\n"},
+		{"cidr", "mode: vxlan\nclusterCIDRs: [\"" + huge + "\"]\n"},
+		{"unknown key", "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\n" + huge + ": 1\n"},
+		{"duplicate key", "mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\n" + huge + ": 1\n" + huge + ": 2\n"},
+		{"bad yaml", "mode: [" + huge + "\n"},
+		{"node annotation", ""}, // a FieldError made elsewhere, below
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			if tc.doc == "" {
+				err = &FieldError{Field: "node n1 annotation weft.dev/bgp-asn", Value: huge, Reason: "not a number"}
+			} else if _, err = Parse([]byte(tc.doc)); err == nil {
+				t.Fatal("Parse accepted the document")
+			}
+			if n := len(err.Error()); n > 512 {
+				t.Fatalf("error is %d bytes, want at most 512: %.200s…", n, err)
+			}
+		})
+	}
+	err := &FieldError{Field: "mode", Value: strings.Repeat("é", 40), Reason: "unknown mode"}
+	if want := `config field mode="` + strings.Repeat("é", 32) + `…(80 bytes)": unknown mode`; err.Error() != want {
+		t.Fatalf("error = %s, want %s", err, want)
 	}
 }
 

@@ -171,7 +171,7 @@ func run(args []string) error {
 			return st.Routes, err
 		},
 		IPAM: func(ctx context.Context, ranges []netip.Prefix, reserved []netip.Addr) ([]status.IPAM, error) {
-			s, err := ipam.Open(ipam.Options{Dir: ipamDir, Ranges: ranges, Reserved: reserved})
+			s, err := ipam.Open(ipam.Options{Dir: ipamDir, Ranges: ranges, Reserved: reserved, Log: log})
 			if err != nil {
 				return nil, err
 			}
