@@ -7,6 +7,9 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Status is a snapshot of a lab.
@@ -24,7 +27,7 @@ type NodeStatus struct {
 	Present  bool // its namespace exists
 	Addrs    []netip.Addr
 	PodCIDRs []netip.Prefix
-	Agent    string // weft nodes: "pid N", "stopped", "not built"
+	Agent    string // weft nodes: "pid N", "stopped", "not built"; real nodes: "pod NAME Ready|not ready"
 	Pods     []Pod
 }
 
@@ -44,6 +47,8 @@ func (l *Lab) Status(ctx context.Context) (Status, error) {
 				ns.PodCIDRs, _ = l.PodCIDRs(ctx, n.Name)
 			}
 			switch pid := l.AgentPid(n.Name); {
+			case l.opts.Kubelets:
+				ns.Agent = l.agentPodState(ctx, n.Name, s.APIServer == "ready")
 			case !l.AgentBuilt():
 				ns.Agent = "not built"
 			case pid > 0:
@@ -110,4 +115,26 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// agentPodState names a real node's weft-agent pod and whether it is ready.
+func (l *Lab) agentPodState(ctx context.Context, node string, apiUp bool) string {
+	if !apiUp {
+		return "unknown (apiserver down)"
+	}
+	pods, err := l.cp.Client().CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/name=weft-agent", FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return err.Error()
+	}
+	if len(pods.Items) == 0 {
+		return "no pod"
+	}
+	p := pods.Items[0]
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return "pod " + p.Name + " Ready"
+		}
+	}
+	return "pod " + p.Name + " not ready"
 }
