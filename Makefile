@@ -65,7 +65,7 @@ unit:
 e2e: deps build k8s runtime image
 	$(GO) test -count=1 -tags e2e -timeout 40m -v ./test/e2e/
 
-bench: deps build
+bench: deps build k8s runtime image
 	$(GO) run ./test/bench
 
 # The user's path on real nodes: containerd + kubelet per node, weft

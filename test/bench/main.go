@@ -31,6 +31,7 @@ var benchmarks = []benchmark{
 	{name: "datapath", desc: "pod-to-pod TCP throughput across nodes (vxlan, bgp) vs the underlay, iperf3", run: runDatapath},
 	{name: "agent", desc: "weft-agent control plane: start, burst and deletion against a real apiserver with 1000 peers; RSS", run: runAgent},
 	{name: "bgp", desc: "bgp mode: 1000 pod CIDRs announced by FRR → in the node's kernel, and withdrawn", run: runBGP},
+	{name: "pods", desc: "real nodes: 30 Pods created → Ready and deleted → gone, weft vs the reference plugins on the same kubelets", run: runPods},
 	{name: "bgpmesh", desc: "bgp mode, node mesh of 3 real agents: a node's agent restarted → its pod CIDRs on the others", run: runBGPMesh},
 }
 
