@@ -378,13 +378,13 @@ func TestAgentBadConfigKeepsLastGood(t *testing.T) {
 		t.Errorf("weft_config_errors_total = %v, want 4", got)
 	}
 	h.eventually("ConfigInvalid events", func() bool {
-		l, err := h.client.CoreV1().Events("kube-system").List(ctx, metav1.ListOptions{})
+		l, err := h.client.CoreV1().Events("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false
 		}
 		n := 0
 		for _, e := range l.Items {
-			if e.Reason == "ConfigInvalid" && e.InvolvedObject.Name == "weft-config" {
+			if e.Reason == "ConfigInvalid" && e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == "node-a" {
 				n++
 			}
 		}

@@ -216,13 +216,6 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 	if err := a.publish(ctx, self, ip, leased, pods); err != nil {
 		p.fail("publish", err)
 	}
-	if a.sweepDue.Swap(false) || time.Since(a.lastSweep) > cfg.Resync {
-		a.lastSweep = time.Now()
-		exists := func(name string) bool { _, err := a.nodes.Get(name); return err == nil }
-		if _, err := a.alloc.Sweep(ctx, exists); err != nil {
-			p.fail("lease", err)
-		}
-	}
 	a.ipamUsage(ctx, p, pods, res.Gateways)
 }
 
@@ -258,11 +251,9 @@ func (a *Agent) loadConfig(self *corev1.Node) error {
 		a.lastBad = key
 		a.m.configErrors.Inc()
 		a.log.Error("configuration rejected; keeping the last good one", "err", err, "haveGood", a.haveCfg)
-		if cm != nil {
-			a.recorder.Event(cm, corev1.EventTypeWarning, "ConfigInvalid", err.Error())
-		} else {
-			a.recorder.Event(nodeRef(self), corev1.EventTypeWarning, "ConfigInvalid", err.Error())
-		}
+		// On the own Node, as every Event of the agent: admission lets an
+		// agent write Events about its own Node only.
+		a.recorder.Event(nodeRef(self), corev1.EventTypeWarning, "ConfigInvalid", err.Error())
 	}
 	return err
 }
