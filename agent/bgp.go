@@ -245,6 +245,13 @@ func (a *Agent) bgpEvent(r *bgpRun, ev bgpmode.Event) {
 		delete(r.reported, ev.Peer)
 		a.log.Info("bgp session up", "peer", ev.Peer, "name", ev.Name)
 		a.recorder.Eventf(a.ownRef(), corev1.EventTypeNormal, "BGPSessionUp", "BGP session with %s (%s) established", ev.Peer, ev.Name)
+	case bgp.PrefixLimit:
+		kind, _, _ := strings.Cut(ev.Name, "/")
+		a.m.bgpLimit.WithLabelValues(kind).Inc()
+		a.log.Warn("bgp session closed: prefix limit exceeded", "peer", ev.Peer, "name", ev.Name, "family", ev.Family, "retry", ev.Retry)
+		a.recorder.Eventf(a.ownRef(), corev1.EventTypeWarning, "BGPPrefixLimit",
+			"BGP session with %s (%s) closed: it announced more %s prefixes than its limit; enabled again in %s",
+			ev.Peer, ev.Name, ev.Family, ev.Retry)
 	case bgp.SessionDown:
 		r.downSince[ev.Peer] = ev.Time // bgpObserve says so again if it stays down
 		delete(r.reported, ev.Peer)

@@ -11,12 +11,18 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"k8s.io/client-go/kubernetes/fake"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 
+	"weft.dev/weft/agent/bgpmode"
 	"weft.dev/weft/agent/kube/clientset"
 	"weft.dev/weft/agent/status"
+	"weft.dev/weft/bgp"
 )
 
 // The status shows the IPAM store's use at the time it is asked, not at the
@@ -97,5 +103,23 @@ func TestTCPServesNoStatus(t *testing.T) {
 	a.LocalHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, BGPPath, nil))
 	if !strings.Contains(rec.Body.String(), "does not run mode bgp") {
 		t.Errorf("socket %s: %q, want the agent's not-bgp answer (not the mux's 404)", BGPPath, rec.Body)
+	}
+}
+
+// A BGP session closed for its prefix limit is counted and reported.
+func TestBGPPrefixLimitCounted(t *testing.T) {
+	a, err := New(Options{
+		NodeName: "node-a", StateDir: t.TempDir(), RunDir: t.TempDir(), CNIConfDir: t.TempDir(),
+		Client: clientset.Wrap(fake.NewClientset()), Datapath: &fakeDatapath{}, Firewall: &fakeFirewall{}, Host: &fakeHost{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &bgpRun{downSince: map[netip.Addr]time.Time{}, reported: map[netip.Addr]bool{}}
+	a.nodes = listersv1.NewNodeLister(cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}))
+	a.bgpEvent(r, bgpmode.Event{Peer: netip.MustParseAddr("10.0.0.9"), Name: "peer/10.0.0.9", Kind: bgp.PrefixLimit,
+		Family: "ipv4-unicast", Retry: 30 * time.Second})
+	if got := testutil.ToFloat64(a.m.bgpLimit.WithLabelValues("peer")); got != 1 {
+		t.Errorf("weft_bgp_prefix_limit_total{kind=peer} = %v, want 1", got)
 	}
 }
