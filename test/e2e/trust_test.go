@@ -151,3 +151,70 @@ func addNode(t *testing.T, ctx context.Context, c kubernetes.Interface, name, mo
 		t.Fatal(err)
 	}
 }
+
+// TestPeerTrustLeased: with pod CIDRs leased by weft, a compromised node3
+// publishing node2's block, a more specific of it or a range covering every
+// block is pending on the other nodes (its claim is not backed by a block
+// Lease it holds), and node1 → node2 pods lose no packet meanwhile.
+func TestPeerTrustLeased(t *testing.T) {
+	l := upBGP(t, testdata("vxlan-3node-leased.clab.yml"), "trustl")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c, err := l.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bgpWaitMode(t, ctx, l, "vxlan", 90*time.Second)
+	pods := bgpPods(t, ctx, l, "t")
+	n2, err := c.CoreV1().Nodes().Get(ctx, "node2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n3, err := c.CoreV1().Nodes().Get(ctx, "node3", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block2, _, _ := strings.Cut(n2.Annotations["weft.dev/pod-cidrs"], ",") // node2's IPv4 block
+	own3 := n3.Annotations["weft.dev/pod-cidrs"]
+	if block2 == "" || own3 == "" {
+		t.Fatalf("pod CIDRs not leased: node2 %q, node3 %q", block2, own3)
+	}
+	more := strings.TrimSuffix(block2, "/24") + "/25"
+
+	fl := startFlood(t, ctx, l, pods[0], pods[1].IPs[0])
+	time.Sleep(time.Second)
+	if err := l.AgentKill("node3"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // after the deferred cancel
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		patchAnnotations(t, ctx, c, "node3", map[string]any{"weft.dev/pod-cidrs": own3})
+		if err := l.AgentStart(ctx, "node3"); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, tc := range []struct{ claim, pending string }{
+		{block2, `held by "node2"`},
+		{more, "is not a /24 block"},
+		{"10.244.0.0/16", "is not a /24 block"},
+	} {
+		patchAnnotations(t, ctx, c, "node3", map[string]any{"weft.dev/pod-cidrs": tc.claim})
+		for _, n := range []string{"node1", "node2"} {
+			eventually(t, 30*time.Second, n+" reports node3 claiming "+tc.claim+" pending", func() error {
+				for _, p := range agentStatus(t, ctx, l, n).Peers {
+					if p.Name == "node3" && !p.Programmed && strings.Contains(p.Pending, tc.pending) {
+						return nil
+					}
+					if p.Name == "node3" {
+						return fmt.Errorf("node3: programmed %t, pending %q", p.Programmed, p.Pending)
+					}
+				}
+				return fmt.Errorf("node3 not among the peers")
+			})
+		}
+		t.Logf("node3 claiming %s: pending on node1 and node2", tc.claim)
+	}
+	time.Sleep(2 * time.Second)
+	fl.stopAndCheck(t)
+}
