@@ -5,7 +5,7 @@
 // It is level-triggered: informer handlers, netlink notifications and a
 // resync ticker only wake one worker, which runs a full pass (config → own
 // node → pod CIDRs → plan → bridge, datapath, firewall → CNI conflist →
-// publish → lease sweep). Nothing is flushed on start or stop; what is weft's
+// publish). Nothing is flushed on start or stop; what is weft's
 // but no longer planned is removed by the same pass that adds new peers.
 // A bad configuration is rejected with an Event and a log line naming the
 // field; the agent keeps running on the last good one and reports not ready.
@@ -119,7 +119,6 @@ type Agent struct {
 	recorder *events.Recorder
 
 	kickCh    chan struct{}
-	sweepDue  atomic.Bool
 	lastBeat  atomic.Int64 // unix nanoseconds
 	nodes     listersv1.NodeLister
 	maps      listersv1.ConfigMapLister
@@ -146,7 +145,6 @@ type Agent struct {
 	programmed bool
 	lastMode   config.Mode       // mode of the last successful datapath pass
 	pending    map[string]string // peer → reason last reported
-	lastSweep  time.Time
 	backoff    time.Duration
 	// fwSynced: the last pass's firewall call succeeded; until the next
 	// resync tick, passes only sync it (see reconcile).
@@ -260,7 +258,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	kick := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.kick() },
 		UpdateFunc: func(any, any) { a.kick() },
-		DeleteFunc: func(any) { a.sweepDue.Store(true); a.kick() },
+		DeleteFunc: func(any) { a.kick() },
 	}
 	if err := nodeInf.SetTransform(slimNode); err != nil {
 		return fmt.Errorf("node informer: %w", err)
@@ -416,7 +414,6 @@ func (a *Agent) work(ctx context.Context) error {
 			continue
 		case <-a.kickCh:
 		case <-resync.C:
-			a.sweepDue.Store(true)
 			a.fwSynced = false
 		case <-retry:
 		}

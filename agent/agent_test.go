@@ -378,13 +378,13 @@ func TestAgentBadConfigKeepsLastGood(t *testing.T) {
 		t.Errorf("weft_config_errors_total = %v, want 4", got)
 	}
 	h.eventually("ConfigInvalid events", func() bool {
-		l, err := h.client.CoreV1().Events("kube-system").List(ctx, metav1.ListOptions{})
+		l, err := h.client.CoreV1().Events("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false
 		}
 		n := 0
 		for _, e := range l.Items {
-			if e.Reason == "ConfigInvalid" && e.InvolvedObject.Name == "weft-config" {
+			if e.Reason == "ConfigInvalid" && e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == "node-a" {
 				n++
 			}
 		}
@@ -492,4 +492,58 @@ func TestCleanup(t *testing.T) {
 			t.Errorf("%s still there: %v", p, err)
 		}
 	}
+}
+
+// A node publishing another node's VTEP MAC is pending on every other node,
+// with an Event naming both nodes; the node it squats on and a node added
+// meanwhile are programmed as usual.
+func TestAgentSquatterPendingOthersProgrammed(t *testing.T) {
+	older := metav1.NewTime(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	b := kubeNode("node-b", "192.168.1.2", "10.244.2.0/24", "02:00:00:00:00:0b")
+	b.CreationTimestamp = older
+	z := kubeNode("node-z", "192.168.1.26", "10.244.26.0/24", "02:00:00:00:00:0b") // b's MAC
+	z.CreationTimestamp = metav1.NewTime(older.Add(time.Hour))
+	h := start(t, kubeNode("node-a", "192.168.1.1", "10.244.1.0/24", ""), b, z, configMap(goodConfig))
+	ctx := context.Background()
+	h.eventually("ready with node-z pending", func() bool {
+		st := h.a.Status()
+		for _, p := range st.Peers {
+			if p.Name == "node-z" {
+				return st.Ready && !p.Programmed && strings.Contains(p.Pending, "node-b")
+			}
+		}
+		return false
+	})
+	h.dp.mu.Lock()
+	fdb := fmt.Sprint(h.dp.want.FDB)
+	h.dp.mu.Unlock()
+	if strings.Contains(fdb, "192.168.1.26") || !strings.Contains(fdb, "192.168.1.2") {
+		t.Errorf("FDB %s: want node-b's MAC to node-b only", fdb)
+	}
+	if got := h.dp.dump(); strings.Contains(got, "10.244.26.0") || !strings.Contains(got, "route 10.244.2.0/24") {
+		t.Errorf("datapath:\n%s\nwant node-b's route and none to node-z", got)
+	}
+	h.fw.mu.Lock()
+	if got := fmt.Sprint(h.fw.rules.VTEPSources); got != "[192.168.1.2]" {
+		t.Errorf("VXLAN sources %s, want only node-b's address", got)
+	}
+	h.fw.mu.Unlock()
+	h.eventually("a PeerPending Event naming both nodes", func() bool {
+		l, err := h.client.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false
+		}
+		for _, e := range l.Items {
+			if e.Reason == "PeerPending" && e.InvolvedObject.Name == "node-a" &&
+				strings.Contains(e.Message, "node-z") && strings.Contains(e.Message, "node-b") {
+				return true
+			}
+		}
+		return false
+	})
+	// An unrelated new node is programmed meanwhile.
+	if _, err := h.client.CoreV1().Nodes().Create(ctx, kubeNode("node-c", "192.168.1.3", "10.244.3.0/24", "02:00:00:00:00:0c"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("route to node-c", func() bool { return strings.Contains(h.dp.dump(), "route 10.244.3.0/24 via 10.244.3.0") })
 }

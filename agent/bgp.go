@@ -15,6 +15,7 @@ import (
 
 	"weft.dev/weft/agent/bgpmode"
 	"weft.dev/weft/agent/config"
+	"weft.dev/weft/agent/plan"
 	"weft.dev/weft/bgp"
 	"weft.dev/weft/overlay"
 )
@@ -119,9 +120,9 @@ func (a *Agent) stopBGP(ctx context.Context) {
 // readiness and is reported once with an Event naming the field; the
 // controller keeps its last good state.
 func (a *Agent) reconcileBGP(ctx context.Context, p *pass, cfg config.Config, self *corev1.Node, ip netip.Addr,
-	pods []netip.Prefix, all []*corev1.Node) []overlay.Route {
+	pods []netip.Prefix, all []*corev1.Node, believed []plan.Node) []overlay.Route {
 	r := a.ensureBGP()
-	in, err := a.bgpInput(cfg, self, ip, pods, all)
+	in, err := a.bgpInput(cfg, self, ip, pods, all, believed)
 	if err == nil {
 		err = r.ctrl.Update(ctx, in)
 	}
@@ -139,8 +140,12 @@ func (a *Agent) reconcileBGP(ctx context.Context, p *pass, cfg config.Config, se
 	return r.ctrl.Routes()
 }
 
-// bgpInput collects the controller's input from the informers' caches.
-func (a *Agent) bgpInput(cfg config.Config, self *corev1.Node, ip netip.Addr, pods []netip.Prefix, all []*corev1.Node) (bgpmode.Input, error) {
+// bgpInput collects the controller's input from the informers' caches. Of
+// the other nodes it takes only those plan.Vet believes (believed), with the
+// address and pod CIDRs Vet checked: a node squatting on another's address
+// or pod CIDR gets no session and no route accepted.
+func (a *Agent) bgpInput(cfg config.Config, self *corev1.Node, ip netip.Addr, pods []netip.Prefix, all []*corev1.Node,
+	believed []plan.Node) (bgpmode.Input, error) {
 	if !a.servicesSynced() || !a.secretsSynced() {
 		return bgpmode.Input{}, errors.New("waiting for the Services and Secret caches")
 	}
@@ -156,12 +161,25 @@ func (a *Agent) bgpInput(cfg config.Config, self *corev1.Node, ip netip.Addr, po
 		}
 		in.Self.Underlay = append(in.Self.Underlay, under)
 	}
+	ok := map[string]plan.Node{}
+	for _, n := range believed {
+		ok[n.Name] = n
+	}
 	for _, n := range all {
 		if n.Name == self.Name {
 			in.Nodes = append(in.Nodes, me)
 			continue
 		}
-		in.Nodes = append(in.Nodes, bgpmode.NodeFromAPI(n, podCIDRs(n)))
+		v, believed := ok[n.Name]
+		if !believed {
+			continue
+		}
+		bn := bgpmode.NodeFromAPI(n, v.PodCIDRs)
+		// The vetted address goes first: the session and next hops use it.
+		if v.IP.IsValid() {
+			bn.Addrs = append([]netip.Addr{v.IP}, slices.DeleteFunc(bn.Addrs, func(x netip.Addr) bool { return x == v.IP })...)
+		}
+		in.Nodes = append(in.Nodes, bn)
 	}
 	if cfg.BGP.AdvertiseServices {
 		svcs, err := a.services.List(labels.Everything())
@@ -227,6 +245,13 @@ func (a *Agent) bgpEvent(r *bgpRun, ev bgpmode.Event) {
 		delete(r.reported, ev.Peer)
 		a.log.Info("bgp session up", "peer", ev.Peer, "name", ev.Name)
 		a.recorder.Eventf(a.ownRef(), corev1.EventTypeNormal, "BGPSessionUp", "BGP session with %s (%s) established", ev.Peer, ev.Name)
+	case bgp.PrefixLimit:
+		kind, _, _ := strings.Cut(ev.Name, "/")
+		a.m.bgpLimit.WithLabelValues(kind).Inc()
+		a.log.Warn("bgp session closed: prefix limit exceeded", "peer", ev.Peer, "name", ev.Name, "family", ev.Family, "retry", ev.Retry)
+		a.recorder.Eventf(a.ownRef(), corev1.EventTypeWarning, "BGPPrefixLimit",
+			"BGP session with %s (%s) closed: it announced more %s prefixes than its limit; enabled again in %s",
+			ev.Peer, ev.Name, ev.Family, ev.Retry)
 	case bgp.SessionDown:
 		r.downSince[ev.Peer] = ev.Time // bgpObserve says so again if it stays down
 		delete(r.reported, ev.Peer)

@@ -52,10 +52,28 @@ func (a *Agent) Live() bool {
 	return time.Since(time.Unix(0, a.lastBeat.Load())) < a.o.LivenessTimeout
 }
 
-// Handler serves /healthz (the worker loop is alive), /readyz (datapath
-// programmed and configuration good) and /metrics.
+// Handler serves what the TCP port (HTTPAddr) may show to anyone who
+// reaches the node: /healthz (the worker loop is alive), /readyz (datapath
+// programmed and configuration good) and /metrics. Everything else is 404:
+// the status and bgp mode's status (node names, addresses, peers, AS
+// numbers, rejected routes, configuration errors) are served only on the
+// root-only unix socket (LocalHandler).
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
+	a.health(mux)
+	return mux
+}
+
+// LocalHandler serves the unix status socket: what Handler serves, plus
+// /status (status.Path) and /bgp (BGPPath), which weftctl reads.
+func (a *Agent) LocalHandler() http.Handler {
+	mux := http.NewServeMux()
+	a.health(mux)
+	a.local(mux)
+	return mux
+}
+
+func (a *Agent) health(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.Live() {
 			http.Error(w, fmt.Sprintf("worker silent since %s", time.Unix(0, a.lastBeat.Load()).Format(time.RFC3339)), http.StatusServiceUnavailable)
@@ -72,6 +90,9 @@ func (a *Agent) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+}
+
+func (a *Agent) local(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+status.Path, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.statusNow(r.Context()))
 	})
@@ -89,7 +110,6 @@ func (a *Agent) Handler() http.Handler {
 		}
 		writeJSON(w, st)
 	})
-	return mux
 }
 
 // BGPPath serves bgp mode's status (bgpmode.Status) as JSON; 404 when the
@@ -130,7 +150,7 @@ func (a *Agent) serveStatus(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("chmod %s: %w", path, err)
 	}
-	return serve(ctx, ln, a.Handler())
+	return serve(ctx, ln, a.LocalHandler())
 }
 
 func serve(ctx context.Context, ln net.Listener, h http.Handler) error {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +37,10 @@ func startControlPlane(t *testing.T, allocate bool) *controlplane.ControlPlane {
 	cp := cptest.Start(t, "agcp", controlplane.Config{
 		Addr:         netip.MustParseAddr("192.168.250.1"),
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, AllocateNodeCIDRs: allocate,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The garbage collector frees a deleted node's block Lease (owned
+		// by the Node); no agent may delete another node's Lease.
+		Controllers: append(slices.Clone(controlplane.DefaultControllers), "garbage-collector-controller"),
+		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -232,20 +236,20 @@ func TestAgentAgainstAPIServer(t *testing.T) {
 		t.Errorf("last good config not kept on wn1:\n%s", d)
 	}
 	waitFor(t, 30*time.Second, "ConfigInvalid event", func() (bool, string) {
-		l, err := admin.CoreV1().Events("kube-system").List(ctx, metav1.ListOptions{})
+		l, err := admin.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
-		for _, e := range l.Items {
-			if e.Reason == "ConfigInvalid" && e.InvolvedObject.Name == "weft-config" && strings.Contains(e.Message, "vxlan.vni") {
+		for _, e := range l.Items { // about the agent's own Node: admission allows no other
+			if e.Reason == "ConfigInvalid" && e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == "wn1" && strings.Contains(e.Message, "vxlan.vni") {
 				return true, ""
 			}
 		}
 		return false, fmt.Sprintf("%d events", len(l.Items))
 	})
 
-	// Node wn3 goes away: its agent stops, the Node is deleted; another
-	// agent frees its block, and the peers drop its route.
+	// Node wn3 goes away: its agent stops, the Node is deleted; the garbage
+	// collector frees its block, and the peers drop its route.
 	agents["wn3"].stop()
 	var wn3Block string
 	for c, n := range blocks {

@@ -25,6 +25,7 @@ type metrics struct {
 	bgpAdvertised *prometheus.GaugeVec
 	bgpInstalled  *prometheus.GaugeVec
 	bgpRejected   *prometheus.CounterVec
+	bgpLimit      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -69,10 +70,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		bgpRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_bgp_rejected_total", Help: "Learned BGP paths refused by the import policy or a per-peer cap, by reason (each path counted once while it stays refused).",
 		}, []string{"reason"}),
+		bgpLimit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_bgp_prefix_limit_total",
+			Help: "BGP sessions closed because the peer announced more prefixes than the session's limit, by peer kind (node, peer).",
+		}, []string{"kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.peers, m.peersProgrammed, m.reconcile, m.reconcileErrors,
 		m.configErrors, m.ipamUsed, m.ipamCapacity, m.ready,
-		m.bgpUp, m.bgpReceived, m.bgpAdvertised, m.bgpInstalled, m.bgpRejected} {
+		m.bgpUp, m.bgpReceived, m.bgpAdvertised, m.bgpInstalled, m.bgpRejected, m.bgpLimit} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -82,6 +87,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range bgp.Reasons {
 		m.bgpRejected.WithLabelValues(string(r))
+	}
+	for _, k := range []string{"node", "peer"} {
+		m.bgpLimit.WithLabelValues(k)
 	}
 	return m, nil
 }

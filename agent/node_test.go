@@ -30,11 +30,15 @@ func TestPeerFromNode(t *testing.T) {
 	}{
 		{"InternalIP of the underlay family", mk(nil, []string{"10.244.2.0/24"}, "fd00::2", "192.168.1.2"), v4, "192.168.1.2 [10.244.2.0/24] "},
 		{"IPv6 underlay", mk(nil, []string{"10.244.2.0/24", "fd00:10:244:2::/64"}, "192.168.1.2", "fd00::2"), v6, "fd00::2 [10.244.2.0/24 fd00:10:244:2::/64] "},
-		{"annotation overrides", mk(map[string]string{AnnotationNodeIP: "192.168.9.9"}, nil, "192.168.1.2"), v4, "192.168.9.9 [] "},
+		{"annotation chooses among the InternalIPs", mk(map[string]string{AnnotationNodeIP: "192.168.1.3"}, nil, "192.168.1.2", "192.168.1.3"), v4, "192.168.1.3 [] "},
+		{"annotation naming another address refused", mk(map[string]string{AnnotationNodeIP: "192.168.9.9"}, nil, "192.168.1.2"), v4,
+			`192.168.1.2 [] ; refused: weft.dev/node-ip "192.168.9.9" is not among the node's InternalIPs in status.addresses`},
+		{"annotation naming the ExternalIP refused", mk(map[string]string{AnnotationNodeIP: "203.0.113.9"}, nil, "192.168.1.2"), v4,
+			`192.168.1.2 [] ; refused: weft.dev/node-ip "203.0.113.9" is not among the node's InternalIPs in status.addresses`},
 		{"annotation of other family ignored", mk(map[string]string{AnnotationNodeIP: "fd00::9"}, nil, "192.168.1.2"), v4, "192.168.1.2 [] "},
 		{"no address of the family", mk(nil, nil, "fd00::2"), v4, "invalid IP [] "},
 		{"leased CIDRs from annotation, MAC", mk(map[string]string{AnnotationPodCIDRs: "10.244.5.0/24,fd00:10:244:5::/64",
-			AnnotationVTEPMAC: "02:00:00:00:00:05"}, nil, "192.168.1.5"), v4, "192.168.1.5 [10.244.5.0/24 fd00:10:244:5::/64] 02:00:00:00:00:05"},
+			AnnotationVTEPMAC: "02:00:00:00:00:05"}, nil, "192.168.1.5"), v4, "192.168.1.5 [10.244.5.0/24 fd00:10:244:5::/64] 02:00:00:00:00:05 (leased)"},
 		{"spec wins over annotation", mk(map[string]string{AnnotationPodCIDRs: "10.244.5.0/24"}, []string{"10.244.6.0/24"}, "192.168.1.5"), v4, "192.168.1.5 [10.244.6.0/24] "},
 		{"bad MAC ignored", mk(map[string]string{AnnotationVTEPMAC: "ff:ff:ff:ff:ff:ff"}, nil, "192.168.1.5"), v4, "192.168.1.5 [] "},
 	}
@@ -56,7 +60,14 @@ func show(p plan.Node) string {
 		}
 		cidrs += c.String()
 	}
-	return p.IP.String() + " " + cidrs + "] " + p.VTEPMAC.String()
+	out := p.IP.String() + " " + cidrs + "] " + p.VTEPMAC.String()
+	if p.Refused != "" {
+		out += "; refused: " + p.Refused
+	}
+	if p.Leased {
+		out += " (leased)"
+	}
+	return out
 }
 
 func TestUnderlayOfLoopback(t *testing.T) {

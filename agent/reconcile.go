@@ -92,7 +92,7 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 
 	ip := a.o.NodeIP
 	if !ip.IsValid() {
-		ip = nodeIP(self, netip.Addr{})
+		ip, _ = nodeIP(self, netip.Addr{}) // its own annotation, which this agent wrote
 	}
 	if !ip.IsValid() {
 		p.block("own node has no InternalIP (and no --node-ip)")
@@ -131,17 +131,27 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 		p.fail("plan", fmt.Errorf("underlay of %s: %w", ip, err))
 	}
 	var peers []plan.Node
+	anyLeased := false
 	for _, n := range all {
 		if n.Name != self.Name {
-			peers = append(peers, peer(n, ip))
+			pr := peer(n, ip)
+			peers = append(peers, pr)
+			anyLeased = anyLeased || pr.Leased
 		}
 	}
 	me := plan.Self{
-		Node:     plan.Node{Name: self.Name, IP: ip, PodCIDRs: pods, VTEPMAC: a.mac},
+		Node:     plan.Node{Name: self.Name, Created: self.CreationTimestamp.Time, IP: ip, PodCIDRs: pods, VTEPMAC: a.mac},
 		Underlay: under, UnderlayMTU: mtu,
 	}
+	if anyLeased {
+		// A peer's leased pod CIDRs count only with their block Lease.
+		if me.Leases, err = a.blockHolders(ctx); err != nil {
+			p.fail("lease", err)
+		}
+	}
 	if cfg.Mode == config.BGP {
-		me.Learned = a.reconcileBGP(ctx, p, cfg, self, ip, pods, all)
+		believed, _ := plan.Vet(cfg, me, peers)
+		me.Learned = a.reconcileBGP(ctx, p, cfg, self, ip, pods, all, believed)
 	}
 	res, err := plan.Plan(cfg, me, peers)
 	if err != nil {
@@ -206,13 +216,6 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 	if err := a.publish(ctx, self, ip, leased, pods); err != nil {
 		p.fail("publish", err)
 	}
-	if a.sweepDue.Swap(false) || time.Since(a.lastSweep) > cfg.Resync {
-		a.lastSweep = time.Now()
-		exists := func(name string) bool { _, err := a.nodes.Get(name); return err == nil }
-		if _, err := a.alloc.Sweep(ctx, exists); err != nil {
-			p.fail("lease", err)
-		}
-	}
 	a.ipamUsage(ctx, p, pods, res.Gateways)
 }
 
@@ -248,11 +251,9 @@ func (a *Agent) loadConfig(self *corev1.Node) error {
 		a.lastBad = key
 		a.m.configErrors.Inc()
 		a.log.Error("configuration rejected; keeping the last good one", "err", err, "haveGood", a.haveCfg)
-		if cm != nil {
-			a.recorder.Event(cm, corev1.EventTypeWarning, "ConfigInvalid", err.Error())
-		} else {
-			a.recorder.Event(nodeRef(self), corev1.EventTypeWarning, "ConfigInvalid", err.Error())
-		}
+		// On the own Node, as every Event of the agent: admission lets an
+		// agent write Events about its own Node only.
+		a.recorder.Event(nodeRef(self), corev1.EventTypeWarning, "ConfigInvalid", err.Error())
 	}
 	return err
 }
@@ -292,6 +293,21 @@ func (a *Agent) reportPeers(self *corev1.Node, peers []plan.Peer) int {
 	maps.DeleteFunc(a.pending, func(k, _ string) bool { return !seen[k] })
 	a.m.peers.Set(float64(len(peers)))
 	return programmed
+}
+
+// blockHolders returns which node holds each pod CIDR block Lease.
+func (a *Agent) blockHolders(ctx context.Context) (map[netip.Prefix]string, error) {
+	held, err := a.alloc.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[netip.Prefix]string, len(held))
+	for _, h := range held {
+		if h.Block.IsValid() {
+			out[h.Block.Masked()] = h.Holder
+		}
+	}
+	return out, nil
 }
 
 // lease returns the pod CIDRs weft leased for this node.

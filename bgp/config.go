@@ -18,6 +18,13 @@ const (
 	DefaultConnectRetry   = 5 * time.Second
 	DefaultCallTimeout    = 10 * time.Second
 	DefaultResyncInterval = 30 * time.Second
+	// DefaultMaxPrefixes is a session's prefix limit per family when the
+	// Peer sets none: every session has one, so no peer can grow the
+	// speaker's memory without bound.
+	DefaultMaxPrefixes = 10000
+	// DefaultPrefixLimitRetry is how long a session closed for exceeding
+	// its prefix limit stays down before it is enabled again.
+	DefaultPrefixLimitRetry = 30 * time.Second
 )
 
 // Config is the speaker's global configuration.
@@ -45,6 +52,10 @@ type Config struct {
 	// ResyncInterval re-reads the learned table even without events
 	// (default DefaultResyncInterval).
 	ResyncInterval time.Duration
+	// PrefixLimitRetry is how long a session closed for exceeding its
+	// prefix limit stays down (default DefaultPrefixLimitRetry; doubled,
+	// up to 5 minutes, when it trips again within 10 minutes).
+	PrefixLimitRetry time.Duration
 }
 
 // GracefulRestart configures RFC 4724 graceful restart for every peer.
@@ -82,8 +93,10 @@ type Peer struct {
 	// ClusterID (IPv4) as the cluster identifier (default: RouterID).
 	RouteReflectorClient bool
 	ClusterID            netip.Addr
-	// MaxPrefixes limits the prefixes accepted from the peer per family
-	// (0 = no limit); GoBGP closes the session when it is exceeded.
+	// MaxPrefixes limits the prefixes the peer may announce per family (0:
+	// DefaultMaxPrefixes); GoBGP closes the session with a Cease when the
+	// peer's adj-RIB-in goes over it (a PrefixLimit Event) and takes it
+	// back after its idle hold time.
 	MaxPrefixesV4 uint32
 	MaxPrefixesV6 uint32
 	// Description is free text (shown in status, e.g. the node name).
@@ -123,6 +136,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.PrefixLimitRetry <= 0 {
+		cfg.PrefixLimitRetry = DefaultPrefixLimitRetry
 	}
 	if cfg.ResyncInterval == 0 {
 		cfg.ResyncInterval = DefaultResyncInterval
@@ -183,6 +199,12 @@ func (p Peer) normalize(cfg Config) Peer {
 	}
 	if p.ConnectRetry == 0 {
 		p.ConnectRetry = DefaultConnectRetry
+	}
+	if p.MaxPrefixesV4 == 0 {
+		p.MaxPrefixesV4 = DefaultMaxPrefixes
+	}
+	if p.MaxPrefixesV6 == 0 {
+		p.MaxPrefixesV6 = DefaultMaxPrefixes
 	}
 	if p.RouteReflectorClient && !p.ClusterID.IsValid() {
 		p.ClusterID = cfg.RouterID

@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
@@ -9,11 +10,24 @@ import (
 
 // logAdapter routes GoBGP's log lines into slog. GoBGP's Fatal and Panic
 // are logged as errors and never end the process.
-type logAdapter struct{ log *slog.Logger }
-
-func newLogAdapter(l *slog.Logger) gobgplog.Logger {
-	return &logAdapter{log: l.With("component", "gobgp")}
+//
+// GoBGP tells of a session closed for exceeding its prefix limit only in a
+// log line (its peer state keeps no last error), so the adapter hands that
+// line to onLimit (peer address, family).
+type logAdapter struct {
+	log     *slog.Logger
+	onLimit func(peer, family string)
 }
+
+func newLogAdapter(l *slog.Logger, onLimit func(peer, family string)) gobgplog.Logger {
+	return &logAdapter{log: l.With("component", "gobgp"), onLimit: onLimit}
+}
+
+// prefixLimitMsg is GoBGP's (v3) log message when a peer's adj-RIB-in count
+// goes over its prefix limit: it sends a Cease "maximum number of prefixes
+// reached" and closes the session. The same message with a "Pct" field is
+// only the early warning of a shutdown threshold, which weft does not set.
+const prefixLimitMsg = "prefix limit reached"
 
 func (l *logAdapter) emit(level slog.Level, msg string, fields gobgplog.Fields) {
 	if !l.log.Enabled(context.Background(), level) {
@@ -29,7 +43,17 @@ func (l *logAdapter) emit(level slog.Level, msg string, fields gobgplog.Fields) 
 func (l *logAdapter) Panic(msg string, f gobgplog.Fields) { l.emit(slog.LevelError, msg, f) }
 func (l *logAdapter) Fatal(msg string, f gobgplog.Fields) { l.emit(slog.LevelError, msg, f) }
 func (l *logAdapter) Error(msg string, f gobgplog.Fields) { l.emit(slog.LevelError, msg, f) }
-func (l *logAdapter) Warn(msg string, f gobgplog.Fields)  { l.emit(slog.LevelWarn, msg, f) }
+func (l *logAdapter) Warn(msg string, f gobgplog.Fields) {
+	l.emit(slog.LevelWarn, msg, f)
+	if _, early := f["Pct"]; msg == prefixLimitMsg && !early && l.onLimit != nil {
+		peer, _ := f["Key"].(string)
+		fam := ""
+		if v, ok := f["Family"]; ok {
+			fam = fmt.Sprint(v)
+		}
+		l.onLimit(peer, fam)
+	}
+}
 func (l *logAdapter) Info(msg string, f gobgplog.Fields)  { l.emit(slog.LevelInfo, msg, f) }
 func (l *logAdapter) Debug(msg string, f gobgplog.Fields) { l.emit(slog.LevelDebug, msg, f) }
 

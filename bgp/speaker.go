@@ -58,6 +58,11 @@ const (
 	SessionUp   EventKind = "up"
 	SessionDown EventKind = "down"
 	EndOfRIB    EventKind = "end-of-rib"
+	// PrefixLimit: the peer announced more prefixes of Family than its
+	// limit (Peer.MaxPrefixesV4/V6); the session was closed with a Cease
+	// and comes back (GoBGP retries after its idle hold time) when the
+	// peer announces fewer.
+	PrefixLimit EventKind = "prefix-limit"
 )
 
 // Event reports a session change, e.g. for a Kubernetes Event.
@@ -65,8 +70,10 @@ type Event struct {
 	Peer   netip.Addr
 	Kind   EventKind
 	State  string // session state after the change
-	Family string // for EndOfRIB: "ipv4-unicast" or "ipv6-unicast"
+	Family string // for EndOfRIB and PrefixLimit: "ipv4-unicast" or "ipv6-unicast"
 	Time   time.Time
+	// Retry is, for PrefixLimit, when the session is enabled again.
+	Retry time.Duration
 }
 
 // Speaker is one BGP speaker. Its methods are safe for concurrent use; they
@@ -91,7 +98,25 @@ type Speaker struct {
 	listeners map[chan Event]struct{}
 	states    map[netip.Addr]api.PeerState_SessionState
 	dropped   int
+	limits    map[netip.Addr]*limitState // sessions closed for their prefix limit
+	limitDue  chan struct{}              // a closed session is due to be enabled again
 }
+
+// limitState is a session closed for exceeding its prefix limit. GoBGP
+// keeps such a peer administratively down (it refuses its connections);
+// the speaker enables it again after delay, doubling the delay (up to
+// maxLimitRetry) when it trips again within limitForget.
+type limitState struct {
+	pending bool          // closed; not enabled again yet
+	due     time.Time     // when to enable it
+	delay   time.Duration // the last delay
+	last    time.Time     // when it last tripped
+}
+
+const (
+	limitForget   = 10 * time.Minute
+	maxLimitRetry = 5 * time.Minute
+)
 
 // New returns a speaker; the configuration is checked by Run.
 func New(cfg Config, log *slog.Logger) *Speaker {
@@ -110,6 +135,8 @@ func New(cfg Config, log *slog.Logger) *Speaker {
 		watchers:  make(map[chan Table]struct{}),
 		listeners: make(map[chan Event]struct{}),
 		states:    make(map[netip.Addr]api.PeerState_SessionState),
+		limits:    make(map[netip.Addr]*limitState),
+		limitDue:  make(chan struct{}, 1),
 	}
 }
 
@@ -121,7 +148,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	if s.cfgErr != nil {
 		return fmt.Errorf("bgp config: %w", s.cfgErr)
 	}
-	s.srv = server.NewBgpServer(server.LoggerOption(newLogAdapter(s.log)))
+	s.srv = server.NewBgpServer(server.LoggerOption(newLogAdapter(s.log, s.onPrefixLimit)))
 	go s.srv.Serve()
 
 	global := &api.Global{
@@ -168,6 +195,8 @@ func (s *Speaker) Run(ctx context.Context) error {
 			return nil
 		case <-s.kick:
 			s.refresh(ctx)
+		case <-s.limitDue:
+			s.enableLimited(ctx)
 		case <-tick.C:
 			s.refresh(ctx)
 		}
@@ -537,6 +566,68 @@ func (s *Speaker) onEvent(r *api.WatchEventResponse) {
 		}
 		s.mu.Lock()
 		s.emit(Event{Peer: addr, Kind: EndOfRIB, State: sessionState(s.states[addr]), Family: f, Time: now})
+		s.mu.Unlock()
+	}
+}
+
+// onPrefixLimit runs on GoBGP's goroutine when it closes a session for
+// exceeding its prefix limit (once per UPDATE it had queued: only the
+// first counts). It schedules the session's return and emits one Event.
+func (s *Speaker) onPrefixLimit(peer, family string) {
+	addr, err := netip.ParseAddr(peer)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.limits[addr]
+	if st == nil {
+		st = &limitState{}
+		s.limits[addr] = st
+	}
+	if st.pending {
+		return
+	}
+	if st.delay == 0 || now.Sub(st.last) > limitForget {
+		st.delay = s.cfg.PrefixLimitRetry
+	} else {
+		st.delay = min(2*st.delay, max(maxLimitRetry, s.cfg.PrefixLimitRetry))
+	}
+	st.pending, st.last, st.due = true, now, now.Add(st.delay)
+	time.AfterFunc(st.delay, func() {
+		select {
+		case s.limitDue <- struct{}{}:
+		default:
+		}
+	})
+	s.log.Warn("bgp session closed: prefix limit exceeded", "peer", addr, "family", family, "retry", st.delay)
+	s.emit(Event{Peer: addr, Kind: PrefixLimit, State: sessionState(s.states[addr]), Family: family, Time: now, Retry: st.delay})
+}
+
+// enableLimited enables again the sessions closed for their prefix limit
+// whose delay is over (on the Run goroutine: it calls GoBGP).
+func (s *Speaker) enableLimited(ctx context.Context) {
+	now := time.Now()
+	var due []netip.Addr
+	s.mu.Lock()
+	for a, st := range s.limits {
+		if st.pending && !now.Before(st.due) {
+			due = append(due, a)
+		}
+	}
+	s.mu.Unlock()
+	for _, a := range due {
+		err := s.call(ctx, "enable peer "+a.String(), func(ctx context.Context) error {
+			return s.srv.EnablePeer(ctx, &api.EnablePeerRequest{Address: a.String()})
+		})
+		if err != nil {
+			s.log.Info("bgp: enabling a peer closed for its prefix limit failed (deleted meanwhile?)", "peer", a, "err", err)
+		} else {
+			s.log.Info("bgp: peer closed for its prefix limit enabled again", "peer", a)
+		}
+		s.mu.Lock()
+		s.limits[a].pending = false
 		s.mu.Unlock()
 	}
 }

@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -311,4 +312,98 @@ func kinds(evs []Event) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestSpeakerPrefixLimit: a peer announcing more prefixes than its session's
+// limit has the session closed (a PrefixLimit event), holds no more than
+// the limit (plus one UPDATE's worth) in the speaker meanwhile, does not
+// disturb another peer's session, and comes back once it announces fewer.
+func TestSpeakerPrefixLimit(t *testing.T) {
+	l := newLab(t)
+	const limit, flood = 100, 3000
+	flooder := startNode(t, l, l.v4, 0, nil)
+	b := startNode(t, l, l.v4, 1, func(c *Config) { c.PrefixLimitRetry = 2 * time.Second })
+	other := startNode(t, l, l.v4, 2, nil)
+	evCtx, stopEvents := context.WithCancel(context.Background())
+	t.Cleanup(stopEvents)
+	events := b.Events(evCtx) // for the whole test (ctxT's 10 s would close it)
+	b.SetImportPolicy(b.policyFor(flooder, other))
+	flooder.SetImportPolicy(flooder.policyFor(b))
+	other.SetImportPolicy(other.policyFor(b))
+	for _, n := range []*node{flooder, b, other} {
+		must(t, n.SetPaths(ctxT(t), n.paths()))
+	}
+	limited := func(p *Peer) { p.MaxPrefixesV4, p.MaxPrefixesV6 = limit, limit }
+	must(t, b.SetPeers(ctxT(t), []Peer{
+		b.peerOf(flooder, func(p *Peer) { limited(p); p.Passive = true }),
+		b.peerOf(other, func(p *Peer) { limited(p); p.Passive = true }),
+	}))
+	must(t, flooder.SetPeers(ctxT(t), []Peer{flooder.peerOf(b, nil)}))
+	must(t, other.SetPeers(ctxT(t), []Peer{other.peerOf(b, nil)}))
+	b.waitEstablished(t, flooder.addr)
+	otherUp := b.waitEstablished(t, other.addr)
+
+	lb := func(n int) []Path { // n /32s in the LB range, via the flooder
+		out := flooder.paths()
+		for i := range n {
+			out = append(out, Path{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 30, byte(i / 256), byte(i % 256)}), 32), NextHop: flooder.nh4})
+		}
+		return out
+	}
+	must(t, flooder.SetPaths(ctxT(t), lb(flood)))
+	var seen []Event
+	eventually(t, 20*time.Second, "a prefix-limit event for the flooder", func() (bool, string) {
+		seen = append(seen, drain(events)...)
+		return slices.ContainsFunc(seen, func(e Event) bool { return e.Kind == PrefixLimit && e.Peer == flooder.addr }), fmt.Sprint(seen)
+	})
+	// Enabled again after 2 s, the session trips again as the flood goes
+	// on: the next delay doubles. One event per closed session.
+	var trips []string
+	eventually(t, 30*time.Second, "the session enabled again and closed again", func() (bool, string) {
+		seen = append(seen, drain(events)...)
+		trips = nil
+		for _, e := range seen {
+			if e.Kind == PrefixLimit {
+				trips = append(trips, e.Retry.String())
+			}
+		}
+		return len(trips) >= 2, fmt.Sprint(trips)
+	})
+	if trips[0] != "2s" || trips[1] != "4s" {
+		t.Errorf("prefix-limit events with retry delays %v, want 2s then 4s", trips)
+	}
+	maxHeld := 0
+	for range 20 { // while the flood goes on
+		held := 0
+		for _, r := range b.Routes().Routes {
+			if slices.ContainsFunc(r.NextHops, func(h NextHop) bool { return h.Addr == flooder.nh4 }) {
+				held++
+			}
+		}
+		maxHeld = max(maxHeld, held)
+		if st, _ := b.peerState(t, flooder.addr); st.State == "established" && st.Received > limit+1000 {
+			t.Fatalf("flooder's session established with %d prefixes received, limit %d", st.Received, limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if maxHeld > limit+1000 { // one UPDATE (4 KiB) carries at most about 800 /32s
+		t.Errorf("speaker held %d of the flooder's routes, limit %d", maxHeld, limit)
+	}
+	if st, _ := b.peerState(t, other.addr); st.State != "established" || !st.Since.Equal(otherUp.Since) {
+		t.Errorf("the other peer's session was disturbed by the flood: before %+v, after %+v", otherUp, st)
+	}
+	t.Logf("flood of %d prefixes, limit %d: session closed, at most %d of its routes held meanwhile", flood, limit, maxHeld)
+
+	// The flood stops: the session comes back with what the peer announces.
+	must(t, flooder.SetPaths(ctxT(t), lb(10)))
+	eventually(t, 30*time.Second, "the flooder's session back with its 10 routes", func() (bool, string) {
+		st, _ := b.peerState(t, flooder.addr)
+		n := 0
+		for _, r := range b.Routes().Routes {
+			if strings.HasPrefix(r.Prefix.String(), "172.30.") {
+				n++
+			}
+		}
+		return st.State == "established" && n == 10, fmt.Sprintf("%+v, %d LB routes", st, n)
+	})
 }

@@ -67,6 +67,10 @@ type Event struct {
 	Kind  bgp.EventKind
 	State string
 	Time  time.Time
+	// For bgp.PrefixLimit: the family over its limit and when the session
+	// is enabled again.
+	Family string
+	Retry  time.Duration
 }
 
 // Controller runs the node's BGP speaker for bgp mode.
@@ -375,7 +379,7 @@ func (c *Controller) stop(inst *instance) {
 }
 
 func (c *Controller) forward(ev bgp.Event) {
-	if ev.Kind != bgp.SessionUp && ev.Kind != bgp.SessionDown {
+	if ev.Kind != bgp.SessionUp && ev.Kind != bgp.SessionDown && ev.Kind != bgp.PrefixLimit {
 		return
 	}
 	c.mu.Lock()
@@ -385,7 +389,7 @@ func (c *Controller) forward(ev bgp.Event) {
 	}
 	c.mu.Unlock()
 	select {
-	case c.events <- Event{Peer: ev.Peer, Name: name, Kind: ev.Kind, State: ev.State, Time: ev.Time}:
+	case c.events <- Event{Peer: ev.Peer, Name: name, Kind: ev.Kind, State: ev.State, Time: ev.Time, Family: ev.Family, Retry: ev.Retry}:
 	default:
 		c.mu.Lock()
 		c.dropped++

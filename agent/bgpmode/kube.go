@@ -14,24 +14,24 @@ import (
 // AnnotationNodeIP is the agent's override of a node's underlay address.
 const AnnotationNodeIP = "weft.dev/node-ip"
 
-// NodeFromAPI converts a Node object: its addresses are the
-// weft.dev/node-ip annotation first, then its InternalIPs; podCIDRs are
-// the node's pod CIDRs as the agent determined them (allocated or leased).
+// NodeFromAPI converts a Node object: its addresses are its InternalIPs
+// (status.addresses, which the control plane owns), the one the
+// weft.dev/node-ip annotation names first; an annotation naming another
+// address is ignored. podCIDRs are the node's pod CIDRs as the agent
+// determined them (allocated, or leased and checked).
 func NodeFromAPI(n *corev1.Node, podCIDRs []netip.Prefix) Node {
 	out := Node{Name: n.Name, PodCIDRs: slices.Clone(podCIDRs), Labels: n.Labels, Annotations: n.Annotations}
-	add := func(s string) {
-		a, err := netip.ParseAddr(strings.TrimSpace(s))
-		if err != nil {
-			return
+	for _, ad := range n.Status.Addresses {
+		if ad.Type != corev1.NodeInternalIP {
+			continue
 		}
-		if a = a.Unmap(); !slices.Contains(out.Addrs, a) {
-			out.Addrs = append(out.Addrs, a)
+		if a, err := netip.ParseAddr(strings.TrimSpace(ad.Address)); err == nil && !slices.Contains(out.Addrs, a.Unmap()) {
+			out.Addrs = append(out.Addrs, a.Unmap())
 		}
 	}
-	add(n.Annotations[AnnotationNodeIP])
-	for _, ad := range n.Status.Addresses {
-		if ad.Type == corev1.NodeInternalIP {
-			add(ad.Address)
+	if a, err := netip.ParseAddr(strings.TrimSpace(n.Annotations[AnnotationNodeIP])); err == nil {
+		if i := slices.Index(out.Addrs, a.Unmap()); i > 0 {
+			out.Addrs = slices.Insert(slices.Delete(out.Addrs, i, i+1), 0, a.Unmap())
 		}
 	}
 	return out

@@ -132,10 +132,12 @@ func Plan(in Input) (Desired, error) {
 	if cfg.NodeMesh {
 		mesh = meshPeers(cfg, self.Node, asn, in.Nodes)
 	}
+	lim4, lim6 := meshLimits(cfg, in.Nodes, in.Services)
 	for _, p := range mesh {
 		if taken[p.Address] {
 			continue // configured as an external peer: that wins
 		}
+		p.MaxPrefixesV4, p.MaxPrefixesV6 = lim4, lim6
 		taken[p.Address] = true
 		d.Names[p.Address] = p.Description
 		d.Peers = append(d.Peers, p)
@@ -282,6 +284,10 @@ func externalPeers(cfg config.BGPConfig, self Node, selfASN uint32, passwords ma
 		if a, ok := self.Addr(c.Address.Is4()); ok {
 			p.LocalAddress = a
 		}
+		if c.MaxPrefixes > 0 { // else bgp.DefaultMaxPrefixes
+			p.MaxPrefixesV4 = externalLimit(c.MaxPrefixes)
+			p.MaxPrefixesV6 = p.MaxPrefixesV4
+		}
 		if ref := c.PasswordSecretRef; ref != nil {
 			pw, ok := passwords[*ref]
 			if !ok {
@@ -335,6 +341,42 @@ func importPolicy(cfg config.BGPConfig, self Self, nodes []Node, strict bool) bg
 	}
 	slices.SortFunc(p.Allowed, func(a, b bgp.AllowedPrefix) int { return comparePrefix(a.Prefix, b.Prefix) })
 	return p
+}
+
+// Session prefix limits: GoBGP closes a session whose peer announces more
+// (bgp.PrefixLimit), which bounds what one peer can make the speaker hold.
+//
+// Over the mesh no peer can legitimately announce more than the cluster
+// has: a pod CIDR per node and (when advertised) every Service address of
+// the family, all of them through a route reflector. The limit is twice
+// that, plus meshLimitSlack for nodes and Services added since the last
+// plan (a limit change applies without resetting the session).
+//
+// An external router's limit is externalLimit(maxPrefixes): maxPrefixes
+// is how many weft accepts (more are rejected and counted), the session
+// closes only at twice that plus meshLimitSlack; without maxPrefixes it is
+// bgp.DefaultMaxPrefixes.
+const meshLimitSlack = 64
+
+func meshLimits(cfg config.BGPConfig, nodes []Node, services []Service) (v4, v6 uint32) {
+	count := map[bool]int{}
+	for _, n := range nodes {
+		for _, p := range n.PodCIDRs {
+			count[p.Addr().Is4()]++
+		}
+	}
+	if cfg.AdvertiseServices {
+		for _, s := range services {
+			for _, ip := range s.IPs {
+				count[ip.Is4()]++
+			}
+		}
+	}
+	return uint32(2*count[true] + meshLimitSlack), uint32(2*count[false] + meshLimitSlack)
+}
+
+func externalLimit(maxPrefixes uint32) uint32 {
+	return uint32(min(2*uint64(maxPrefixes)+meshLimitSlack, 1<<32-1))
 }
 
 // matches reports whether labels has every key=value of sel (an empty

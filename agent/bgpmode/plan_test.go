@@ -333,3 +333,35 @@ func TestPlanMaxPrefixesPerPeer(t *testing.T) {
 		t.Errorf("caps (-want +got):\n%s", diff)
 	}
 }
+
+// Every session has a prefix limit: over the mesh twice what the cluster can
+// announce (a pod CIDR per node, the Service addresses) plus some slack; an
+// external router twice its maxPrefixes plus slack, else bgp's default.
+func TestPlanSessionPrefixLimits(t *testing.T) {
+	cfg := defaultCfg(func(c *config.BGPConfig) {
+		c.AdvertiseServices = true
+		c.Peers = []config.BGPPeer{
+			{Address: addr("10.0.1.1"), Port: 179, MaxPrefixes: 5},
+			{Address: addr("10.0.1.2"), Port: 179},
+		}
+	})
+	nodes := []Node{testNode(1, nil), testNode(2, nil), testNode(3, nil)}
+	svcs := []Service{{Name: "default/lb", IPs: []netip.Addr{addr("172.30.0.1"), addr("172.30.0.2"), addr("fd00:30::1")}}}
+	d, err := Plan(Input{Config: cfg, Self: self(nodes[0]), Nodes: nodes, Services: svcs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range d.Peers {
+		got = append(got, fmt.Sprintf("%s %s v4=%d v6=%d", p.Address, p.Description, p.MaxPrefixesV4, p.MaxPrefixesV6))
+	}
+	want := []string{
+		"10.0.0.2 node/n2 v4=74 v6=72", // 2×(3 pod CIDRs + 2 LB) + 64, 2×(3 + 1) + 64
+		"10.0.0.3 node/n3 v4=74 v6=72",
+		"10.0.1.1 peer/10.0.1.1 v4=74 v6=74", // 2×5 + 64
+		"10.0.1.2 peer/10.0.1.2 v4=0 v6=0",   // bgp.DefaultMaxPrefixes
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("session limits (-want +got):\n%s", diff)
+	}
+}

@@ -5,14 +5,14 @@
 // kube-system named after the block (weft-block-10-244-3-0-24), created with
 // create-if-absent semantics — AlreadyExists means another node holds it. The
 // holder is the node name, and the Lease has an owner reference to the Node,
-// so the garbage collector removes it with the Node; every agent also sweeps
-// Leases whose holder Node is gone (or was recreated with another UID), so a
-// block is freed even without the garbage collector.
+// so the garbage collector removes it with the Node. An agent never deletes
+// or updates another node's Lease (the admission policy weft-agent-leases
+// refuses it): other nodes believe a node's leased pod CIDRs only while it
+// holds their Leases, so taking a Lease would take the block's traffic.
 package lease
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -23,7 +23,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 )
 
 // Labels and annotations on block Leases.
@@ -190,44 +189,6 @@ func ownerRefs(node *corev1.Node) []metav1.OwnerReference {
 		return nil
 	}
 	return []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
-}
-
-// Sweep deletes the block Leases whose holder Node no longer exists.
-// exists looks a node up in the informer cache; a miss is confirmed against
-// the apiserver before deleting, so a lagging cache never frees a live node's
-// block. (A Node recreated under the same name keeps its block: its agent
-// adopts the Lease.) It returns the names deleted.
-func (a *Allocator) Sweep(ctx context.Context, exists func(node string) bool) ([]string, error) {
-	held, err := a.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var deleted []string
-	var errs []error
-	for _, h := range held {
-		if h.Holder != "" && exists(h.Holder) {
-			continue
-		}
-		if h.Holder != "" {
-			_, err := a.Client.GetNode(ctx, h.Holder)
-			if err == nil {
-				continue // cache lag: the holder is alive
-			}
-			if !apierrors.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("get node %s holding lease %s: %w", h.Holder, h.Name, err))
-				continue
-			}
-		}
-		uid := types.UID(h.UID)
-		pre := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}
-		if err := a.Client.DeleteLease(ctx, a.Namespace, h.Name, pre); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete lease %s of gone node %s: %w", h.Name, h.Holder, err))
-			continue
-		}
-		a.Log.Info("released pod CIDR block of deleted node", "node", h.Holder, "prefix", h.Block)
-		deleted = append(deleted, h.Name)
-	}
-	return deleted, errors.Join(errs...)
 }
 
 // next returns the block after b inside cl.

@@ -142,44 +142,6 @@ func TestAcquireReusesAndAvoids(t *testing.T) {
 	}
 }
 
-func TestSweepReleasesGoneNodes(t *testing.T) {
-	// Node "a" exists in the apiserver but not yet in the cache (lag);
-	// node "b" is gone.
-	a := newAlloc(*node("a"))
-	ctx := context.Background()
-	cl := []netip.Prefix{pfx("10.244.0.0/16")}
-	for _, n := range []string{"a", "b", "c"} {
-		if _, err := a.Acquire(ctx, node(n), cl, size, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	inCache := func(n string) bool { return n == "c" }
-	deleted, err := a.Sweep(ctx, inCache)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"weft-block-10-244-1-0-24"}, deleted); diff != "" {
-		t.Errorf("deleted (-want +got):\n%s", diff)
-	}
-	held, err := a.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var holders []string
-	for _, h := range held {
-		holders = append(holders, h.Holder+"="+h.Block.String())
-	}
-	slices.Sort(holders)
-	if diff := cmp.Diff([]string{"a=10.244.0.0/24", "c=10.244.2.0/24"}, holders); diff != "" {
-		t.Errorf("leases after sweep (-want +got):\n%s", diff)
-	}
-	// The freed block goes to the next node.
-	got, err := a.Acquire(ctx, node("d"), cl, size, nil)
-	if err != nil || got[0] != pfx("10.244.1.0/24") {
-		t.Errorf("Acquire after sweep = %v, %v; want 10.244.1.0/24", got, err)
-	}
-}
-
 func TestNextBlock(t *testing.T) {
 	cl := pfx("fd00:10:244::/62")
 	var got []string

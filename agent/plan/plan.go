@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"weft.dev/weft/agent/config"
 	"weft.dev/weft/overlay"
@@ -27,9 +28,18 @@ type Rules = overlay.Rules
 // Node is one Kubernetes node as the plan sees it.
 type Node struct {
 	Name     string
+	Created  time.Time        // creationTimestamp: the older node wins a conflict
 	IP       netip.Addr       // underlay address (tunnel endpoint); invalid: unknown
 	PodCIDRs []netip.Prefix   // at most one per family
 	VTEPMAC  net.HardwareAddr // nil: not published yet
+	// Leased: PodCIDRs are weft's leased blocks (weft.dev/pod-cidrs), not
+	// the controller-manager's spec.podCIDRs; Vet checks them against
+	// Self.Leases.
+	Leased bool
+	// Refused says why the node's published data was refused while
+	// converting it (e.g. a weft.dev/node-ip not among its
+	// status.addresses); "": nothing refused.
+	Refused string
 }
 
 // Self is the node the agent runs on.
@@ -44,6 +54,9 @@ type Self struct {
 	// controller's learned, filtered table: ECMP next hops, gateways
 	// resolved through the underlay); vxlan mode ignores them.
 	Learned []overlay.Route
+	// Leases are the pod CIDR block Leases: block → holder node name (nil:
+	// not read; peers with leased pod CIDRs stay pending).
+	Leases map[netip.Prefix]string
 }
 
 // Peer reports how one peer is (or is not) programmed.
@@ -153,13 +166,13 @@ func planVXLAN(c config.Config, self Self, peers []Node) Result {
 	}
 	r.Desired.Devices = []overlay.Device{dev}
 
-	sorted := slices.Clone(peers)
-	slices.SortFunc(sorted, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
-	for _, n := range sorted {
-		if n.Name == self.Name {
-			continue
+	for _, v := range vet(c, self, peers) {
+		n := v.Node
+		st := Peer{Name: n.Name, IP: n.IP, PodCIDRs: slices.Clone(n.PodCIDRs), Pending: v.problem}
+		if v.problem != "" {
+			r.Peers = append(r.Peers, st)
+			continue // not believed: not even a VXLAN source
 		}
-		st := Peer{Name: n.Name, IP: n.IP, PodCIDRs: slices.Clone(n.PodCIDRs)}
 		if n.IP.IsValid() && n.IP.Is4() == self.IP.Is4() && n.IP != self.IP {
 			r.Rules.VTEPSources = append(r.Rules.VTEPSources, n.IP)
 		}
@@ -196,14 +209,12 @@ func planBGP(c config.Config, self Self, peers []Node) Result {
 		r.Desired.Routes = append(r.Desired.Routes, out)
 		learned[out.Dst] = true
 	}
-	sorted := slices.Clone(peers)
-	slices.SortFunc(sorted, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
-	for _, n := range sorted {
-		if n.Name == self.Name {
-			continue
+	for _, v := range vet(c, self, peers) {
+		n := v.Node
+		st := Peer{Name: n.Name, IP: n.IP, PodCIDRs: slices.Clone(n.PodCIDRs), Pending: v.problem}
+		if st.Pending == "" {
+			st.Pending = bgpPeerProblem(c, n, ownFamily, learned)
 		}
-		st := Peer{Name: n.Name, IP: n.IP, PodCIDRs: slices.Clone(n.PodCIDRs)}
-		st.Pending = bgpPeerProblem(c, n, ownFamily, learned)
 		if st.Pending == "" {
 			st.Via, st.Programmed = "bgp", true
 		}

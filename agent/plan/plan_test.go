@@ -183,9 +183,9 @@ func TestPlanVXLAN(t *testing.T) {
 			peers: []Node{
 				{Name: "b", IP: ip("192.168.1.2"), PodCIDRs: []netip.Prefix{pfx("10.244.2.0/24")}},
 				{Name: "c", IP: ip("192.168.1.3"), VTEPMAC: mac(macC)},
-				{Name: "d", PodCIDRs: []netip.Prefix{pfx("10.244.4.0/24")}, VTEPMAC: mac(macC)},
-				{Name: "e", IP: ip("192.168.1.5"), PodCIDRs: []netip.Prefix{pfx("10.99.0.0/24")}, VTEPMAC: mac(macC)},
-				{Name: "f", IP: ip("fd00::6"), PodCIDRs: []netip.Prefix{pfx("10.244.6.0/24")}, VTEPMAC: mac(macC)},
+				{Name: "d", PodCIDRs: []netip.Prefix{pfx("10.244.4.0/24")}, VTEPMAC: mac("02:00:00:00:00:0d")},
+				{Name: "e", IP: ip("192.168.1.5"), PodCIDRs: []netip.Prefix{pfx("10.99.0.0/24")}, VTEPMAC: mac("02:00:00:00:00:0e")},
+				{Name: "f", IP: ip("fd00::6"), PodCIDRs: []netip.Prefix{pfx("10.244.6.0/24")}, VTEPMAC: mac("02:00:00:00:00:0f")},
 			},
 			want: Result{
 				Desired: overlay.Desired{Devices: []overlay.Device{dev("192.168.1.1", 1450, "10.244.1.0")}},

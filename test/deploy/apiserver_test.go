@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -98,7 +99,8 @@ func TestManifestsOnAPIServer(t *testing.T) {
 	}
 	t.Logf("kubectl apply:\n%s", out)
 	for _, o := range objs {
-		if _, err := cp.Kubectl(ctx, "get", strings.ToLower(o.GetKind()), "-n", "kube-system", o.GetName()); err != nil {
+		ns := cmp.Or(o.GetNamespace(), "kube-system") // the events Role lives in "default"
+		if _, err := cp.Kubectl(ctx, "get", strings.ToLower(o.GetKind()), "-n", ns, o.GetName()); err != nil {
 			t.Errorf("after apply: %v", err)
 		}
 	}
@@ -154,6 +156,21 @@ func TestManifestsOnAPIServer(t *testing.T) {
 		}
 	}
 	leases := agent.CoordinationV1().Leases("kube-system")
+	// node-b's block, made by the admin as node-b's agent would.
+	nodeBLease := "weft-block-10-244-202-0-24"
+	_, err = admin.CoordinationV1().Leases("kube-system").Create(ctx, &coordv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: nodeBLease, Labels: map[string]string{"weft.dev/pod-cidr-block": "true"}},
+		Spec:       coordv1.LeaseSpec{HolderIdentity: ptr.To("node-b")},
+	}, metav1.CreateOptions{})
+	mustCreate(err)
+	event := func(ns string, about corev1.ObjectReference) error {
+		_, err := agent.CoreV1().Events(ns).Create(ctx, &corev1.Event{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "weft."}, InvolvedObject: about,
+			Reason: "PeerPending", Message: "test", Type: corev1.EventTypeWarning,
+			Source: corev1.EventSource{Component: "weft-agent", Host: "node-a"},
+		}, metav1.CreateOptions{})
+		return err
+	}
 
 	t.Run("Allowed", func(t *testing.T) {
 		for _, tc := range []struct {
@@ -301,6 +318,34 @@ func TestManifestsOnAPIServer(t *testing.T) {
 				return err
 			}, "may hold only its own block leases"},
 			{"delete a non-block lease", func() error { return leases.Delete(ctx, "kube-scheduler", metav1.DeleteOptions{}) }, "only weft-block-*"},
+			{"delete another node's block lease (to take the block)", func() error {
+				return leases.Delete(ctx, nodeBLease, metav1.DeleteOptions{})
+			}, "may not delete lease " + nodeBLease + " held by node-b"},
+			{"take over another node's block lease", func() error {
+				le, err := leases.Get(ctx, nodeBLease, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				le.Spec.HolderIdentity = ptr.To("node-a")
+				le.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: "node-a", UID: nodeA.UID}}
+				_, err = leases.Update(ctx, le, metav1.UpdateOptions{})
+				return err
+			}, "may not update lease " + nodeBLease + " held by node-b"},
+			{"create an own block lease owned by another node", func() error {
+				le := blockLease("weft-block-10-244-203-0-24", "node-a")
+				le.OwnerReferences[0].Name = "node-b"
+				_, err := leases.Create(ctx, le, metav1.CreateOptions{})
+				return err
+			}, "must own its block leases by its own Node"},
+			{"event about another node", func() error {
+				return event("default", corev1.ObjectReference{Kind: "Node", Name: "node-b"})
+			}, "events only about its own Node"},
+			{"event about a pod", func() error {
+				return event("default", corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: "node-a"})
+			}, "events only about its own Node"},
+			{"event in another namespace", func() error {
+				return event("kube-system", corev1.ObjectReference{Kind: "Node", Name: "node-a"})
+			}, ""},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				err := tc.do()

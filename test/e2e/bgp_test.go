@@ -584,17 +584,8 @@ func TestBGPFRR(t *testing.T) {
 
 	t.Run("graceful-restart", func(t *testing.T) {
 		victim := "node2"
-		mon, err := l.Command(ctx, "node1", "ip", "-o", "monitor", "route")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var monOut strings.Builder
-		mon.Stdout, mon.Stderr = &monOut, &monOut
-		if err := mon.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = mon.Process.Kill() })
-		time.Sleep(200 * time.Millisecond) // subscribed
+		mon, monOut := startMonitor(t, ctx, l, "node1", "ip", "-o", "monitor", "route")
+		waitSubscribed(t, ctx, l, "node1", monOut)
 		fl := startFlood(t, ctx, l, pods[0], pods[1].IPs[0])
 		time.Sleep(time.Second)
 		if err := l.AgentKill(victim); err != nil {

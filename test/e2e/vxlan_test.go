@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"weft.dev/weft/agent/status"
@@ -392,6 +393,13 @@ func TestVXLAN(t *testing.T) {
 		}
 		t1 := time.Now()
 		defer func() { _ = c.CoreV1().Nodes().Delete(context.WithoutCancel(ctx), extra, metav1.DeleteOptions{}) }()
+		// Its address, as its kubelet reports it: peers take a node's
+		// address only from status.addresses (weft.dev/node-ip only
+		// chooses among them).
+		addrs := []byte(`{"status":{"addresses":[{"type":"InternalIP","address":"172.30.1.99"}]}}`)
+		if _, err := c.CoreV1().Nodes().Patch(ctx, extra, types.StrategicMergePatchType, addrs, metav1.PatchOptions{}, "status"); err != nil {
+			t.Fatal(err)
+		}
 		// The controller manager's informers are in the same backoff: the
 		// pod CIDR itself may take that long.
 		cidrs, err := l.WaitPodCIDRs(ctx, extra, 90*time.Second)
@@ -649,7 +657,7 @@ func (f *flood) stopGap(t *testing.T) time.Duration {
 // routeMonitor records netlink route, neighbour and FDB changes in a node.
 type routeMonitor struct {
 	cmds []*exec.Cmd
-	outs []*strings.Builder
+	outs []*syncBuffer
 	node string
 }
 
@@ -657,20 +665,88 @@ func monitor(t *testing.T, ctx context.Context, l *lab.Lab, node string) *routeM
 	t.Helper()
 	m := &routeMonitor{node: node}
 	for _, argv := range [][]string{{"ip", "-o", "monitor", "route", "neigh"}, {"bridge", "-o", "monitor", "fdb"}} {
-		cmd, err := l.Command(ctx, node, argv...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := &strings.Builder{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		cmd, out := startMonitor(t, ctx, l, node, argv...)
 		m.cmds, m.outs = append(m.cmds, cmd), append(m.outs, out)
 	}
-	time.Sleep(200 * time.Millisecond) // subscribed before anything happens
+	waitSubscribed(t, ctx, l, node, m.outs...)
 	return m
+}
+
+// syncBuffer collects a command's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startMonitor runs a netlink monitor (ip monitor, bridge monitor) in node,
+// killed at the end of the test.
+func startMonitor(t *testing.T, ctx context.Context, l *lab.Lab, node string, argv ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd, err := l.Command(ctx, node, argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, out
+}
+
+// Markers waitSubscribed makes in a node: a route in a table nothing else
+// uses and an FDB entry on a veth pair of its own; none is weft's.
+const (
+	markRoute = "198.51.100.254"
+	markTable = "4242"
+	markMAC   = "02:00:00:00:42:42"
+	markLink  = "weftmark0"
+)
+
+// waitSubscribed returns once every monitor writing to outs is subscribed:
+// it adds a marker route and FDB entry in node until each output shows one
+// of them (an "ip monitor route" sees the route, a "bridge monitor fdb" the
+// entry), then removes them. A monitor that has not subscribed yet misses a
+// marker, so the markers are made again until all have seen one.
+func waitSubscribed(t *testing.T, ctx context.Context, l *lab.Lab, node string, outs ...*syncBuffer) {
+	t.Helper()
+	cleanup := func() {
+		_, _ = l.Exec(ctx, node, "ip", "link", "del", markLink)
+		_, _ = l.Exec(ctx, node, "ip", "route", "del", "unreachable", markRoute+"/32", "table", markTable)
+	}
+	defer cleanup()
+	eventually(t, 10*time.Second, node+": netlink monitors subscribed", func() error {
+		cleanup()
+		for _, argv := range [][]string{
+			{"ip", "link", "add", markLink, "type", "veth", "peer", "name", markLink + "p"},
+			{"bridge", "fdb", "add", markMAC, "dev", markLink},
+			{"ip", "route", "add", "unreachable", markRoute + "/32", "table", markTable},
+		} {
+			if out, err := l.Exec(ctx, node, argv...); err != nil {
+				return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, out)
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // the monitors print what they got
+		for i, out := range outs {
+			if s := out.String(); !strings.Contains(s, markRoute) && !strings.Contains(s, markMAC) {
+				return fmt.Errorf("monitor %d has not seen a marker yet", i)
+			}
+		}
+		return nil
+	})
 }
 
 // stopAndCheck fails the test if weft's routes, neighbours or FDB entries on
@@ -681,7 +757,11 @@ func (m *routeMonitor) stopAndCheck(t *testing.T) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		for _, line := range strings.Split(m.outs[i].String(), "\n") {
-			if strings.Contains(line, "weft.vxlan") && strings.HasPrefix(strings.TrimSpace(line), "Deleted") {
+			// The kernel's own multicast neighbours (IPv6 MLD, lladdr
+			// 33:33:..., NOARP) come and go; weft writes only unicast
+			// PERMANENT neighbours.
+			kernelMcast := strings.Contains(line, "lladdr 33:33:") || strings.Contains(line, "lladdr 01:00:5e:")
+			if strings.Contains(line, "weft.vxlan") && strings.HasPrefix(strings.TrimSpace(line), "Deleted") && !kernelMcast {
 				t.Errorf("%s: weft entry deleted meanwhile: %s", m.node, line)
 			}
 		}
