@@ -111,24 +111,34 @@ func requireK8s(t testing.TB) {
 func up(t *testing.T, file, tag string) *lab.Lab {
 	t.Helper()
 	nstest.RequireRoot(t)
-	opts := options(t)
+	return upWith(t, file, tag, options(t), 4*time.Minute)
+}
+
+// upWith is up with the given options and a bound on Up. On failure of a
+// real-node lab it logs what the nodes and kubectl say before Down.
+func upWith(t *testing.T, file, tag string, opts lab.Options, timeout time.Duration) *lab.Lab {
+	t.Helper()
 	name := labName(tag)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	t0 := time.Now()
 	l, err := opts.Up(ctx, file, name)
 	if err != nil {
-		t.Fatalf("up %s: %v", file, err)
+		t.Fatalf("up %s (real nodes: %v): %v", file, opts.Kubelets, err)
 	}
-	t.Logf("lab %s up in %s", name, time.Since(t0).Round(time.Millisecond))
+	t.Logf("lab %s up in %s (real nodes: %v)", name, time.Since(t0).Round(time.Millisecond), opts.Kubelets)
 	inodes := labInodes(t, l)
 	t.Cleanup(func() {
+		if t.Failed() && opts.Kubelets {
+			realNodeLogs(t, l)
+		}
 		t0 := time.Now()
 		if err := opts.Down(name); err != nil {
 			t.Errorf("down %s: %v", name, err)
 		}
 		t.Logf("lab %s down in %s", name, time.Since(t0).Round(time.Millisecond))
-		if left := leftovers(opts, name, inodes); len(left) > 0 {
+		left := append(leftovers(opts, name, inodes), realNodeLeftovers(name)...)
+		if len(left) > 0 {
 			t.Errorf("lab %s left behind:\n%s", name, strings.Join(left, "\n"))
 		}
 	})

@@ -59,33 +59,7 @@ func upReal(t *testing.T, file, tag, deployDir string) *lab.Lab {
 			t.Fatalf("real nodes need %s (make image k8s runtime): %v", f, err)
 		}
 	}
-	name := labName(tag)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	t0 := time.Now()
-	l, err := opts.Up(ctx, file, name)
-	if err != nil {
-		t.Fatalf("up %s with real nodes: %v", file, err)
-	}
-	t.Logf("lab %s up with real nodes in %s", name, time.Since(t0).Round(time.Millisecond))
-	inodes := labInodes(t, l)
-	t.Cleanup(func() {
-		if t.Failed() {
-			realNodeLogs(t, l)
-		}
-		t0 := time.Now()
-		if err := opts.Down(name); err != nil {
-			t.Errorf("down %s: %v", name, err)
-		}
-		t.Logf("lab %s down in %s", name, time.Since(t0).Round(time.Millisecond))
-		if left := leftovers(opts, name, inodes); len(left) > 0 {
-			t.Errorf("lab %s left behind:\n%s", name, strings.Join(left, "\n"))
-		}
-		if left := realNodeLeftovers(name); len(left) > 0 {
-			t.Errorf("lab %s left behind:\n%s", name, strings.Join(left, "\n"))
-		}
-	})
-	return l
+	return upWith(t, file, tag, opts, 8*time.Minute)
 }
 
 func runtimeBin() string {

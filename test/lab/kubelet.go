@@ -280,8 +280,15 @@ func removeHostMountPoints(baseDir string) error {
 	rec := filepath.Join(baseDir, "mountpoints")
 	made := readLines(rec)
 	sort.Slice(made, func(i, j int) bool { return len(made[i]) > len(made[j]) })
+	// A lab of another base dir (another test run) may still mount there:
+	// removing a directory another mount namespace mounts on would detach
+	// that mount.
+	inUse := mountedAnywhere()
 	var errs []error
 	for _, p := range made {
+		if inUse[p] {
+			continue
+		}
 		if err := syscall.Rmdir(p); err != nil && !errors.Is(err, syscall.ENOENT) {
 			errs = append(errs, fmt.Errorf("remove mount point %s: %w", p, err))
 		}
@@ -290,6 +297,34 @@ func removeHostMountPoints(baseDir string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// mountedAnywhere lists the mount points of every process's mount
+// namespace on the machine.
+func mountedAnywhere() map[string]bool {
+	out := map[string]bool{}
+	seen := map[string]bool{}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err != nil {
+			continue
+		}
+		ns, err := os.Readlink(filepath.Join("/proc", p.Name(), "ns", "mnt"))
+		if err != nil || seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		data, err := os.ReadFile(filepath.Join("/proc", p.Name(), "mountinfo"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) > 4 {
+				out[f[4]] = true
+			}
+		}
+	}
+	return out
 }
 
 func readLines(file string) []string {
