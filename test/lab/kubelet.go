@@ -285,13 +285,18 @@ func removeHostMountPoints(baseDir string) error {
 	// that mount.
 	inUse := mountedAnywhere()
 	var errs []error
+	var kept []string
 	for _, p := range made {
 		if inUse[p] {
+			kept = append(kept, p)
 			continue
 		}
 		if err := syscall.Rmdir(p); err != nil && !errors.Is(err, syscall.ENOENT) {
 			errs = append(errs, fmt.Errorf("remove mount point %s: %w", p, err))
 		}
+	}
+	if len(kept) > 0 {
+		return errors.Join(append(errs, writeFileAtomic(rec, []byte(strings.Join(kept, "\n")+"\n"), 0o644))...)
 	}
 	if err := os.Remove(rec); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
