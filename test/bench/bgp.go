@@ -109,14 +109,7 @@ func runBGP(ctx context.Context, out *strings.Builder) error {
 	}
 
 	redist := func(on bool) func() error {
-		cmd := "redistribute static"
-		if !on {
-			cmd = "no " + cmd
-		}
-		return func() error {
-			_, err := f.vtysh(ctx, "-c", "configure terminal", "-c", fmt.Sprintf("router bgp %d", bgpASN), "-c", "address-family ipv4 unicast", "-c", cmd)
-			return err
-		}
+		return func() error { return f.redistribute(ctx, on) }
 	}
 	if err := f.batch(ctx, add); err != nil {
 		return err
@@ -246,6 +239,16 @@ func (f *frrd) vtysh(ctx context.Context, args ...string) ([]byte, error) {
 		return out, fmt.Errorf("vtysh %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return out, nil
+}
+
+// redistribute switches the announcement of FRR's static routes on or off.
+func (f *frrd) redistribute(ctx context.Context, on bool) error {
+	cmd := "redistribute static"
+	if !on {
+		cmd = "no " + cmd
+	}
+	_, err := f.vtysh(ctx, "-c", "configure terminal", "-c", fmt.Sprintf("router bgp %d", bgpASN), "-c", "address-family ipv4 unicast", "-c", cmd)
+	return err
 }
 
 // batch applies a file of configuration commands in one vtysh call.

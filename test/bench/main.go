@@ -32,6 +32,7 @@ var benchmarks = []benchmark{
 	{name: "agent", desc: "weft-agent control plane: start, burst and deletion against a real apiserver with 1000 peers; RSS", run: runAgent},
 	{name: "bgp", desc: "bgp mode: 1000 pod CIDRs announced by FRR → in the node's kernel, and withdrawn", run: runBGP},
 	{name: "pods", desc: "real nodes: 30 Pods created → Ready and deleted → gone, weft vs the reference plugins on the same kubelets", run: runPods},
+	{name: "flood", desc: "bgp mode: a peer floods 150k prefixes: the agent's memory with its prefix limit and without", run: runFlood},
 	{name: "bgpmesh", desc: "bgp mode, node mesh of 3 real agents: a node's agent restarted → its pod CIDRs on the others", run: runBGPMesh},
 }
 
