@@ -55,18 +55,27 @@ func ServiceFromAPI(s *corev1.Service) Service {
 	return out
 }
 
-// ResolvePasswords reads the password of every peer with a
-// passwordSecretRef through get (which returns a Secret's data of
+// ResolvePasswords reads the node mesh's password and that of every peer
+// with a passwordSecretRef through get (which returns a Secret's data of
 // kube-system, or an error when it does not exist). A missing Secret or
 // key is a FieldError naming the peer.
 func ResolvePasswords(cfg config.BGPConfig, get func(name string) (map[string][]byte, error)) (map[config.SecretKeyRef]string, error) {
 	out := map[config.SecretKeyRef]string{}
+	refs := map[string]*config.SecretKeyRef{}
+	fields := []string{}
+	if cfg.NodeMeshPasswordSecretRef != nil {
+		refs["bgp.nodeMeshPasswordSecretRef"] = cfg.NodeMeshPasswordSecretRef
+		fields = append(fields, "bgp.nodeMeshPasswordSecretRef")
+	}
 	for i, p := range cfg.Peers {
-		ref := p.PasswordSecretRef
-		if ref == nil {
-			continue
+		if p.PasswordSecretRef != nil {
+			f := fmt.Sprintf("bgp.peers[%d].passwordSecretRef", i)
+			refs[f] = p.PasswordSecretRef
+			fields = append(fields, f)
 		}
-		field := fmt.Sprintf("bgp.peers[%d].passwordSecretRef", i)
+	}
+	for _, field := range fields {
+		ref := refs[field]
 		data, err := get(ref.Name)
 		if err != nil {
 			return nil, &config.FieldError{Field: field, Value: ref.String(), Reason: fmt.Sprintf("Secret kube-system/%s: %v", ref.Name, err)}

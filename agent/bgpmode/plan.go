@@ -132,12 +132,21 @@ func Plan(in Input) (Desired, error) {
 	if cfg.NodeMesh {
 		mesh = meshPeers(cfg, self.Node, asn, in.Nodes)
 	}
+	meshPassword := ""
+	if ref := cfg.NodeMeshPasswordSecretRef; ref != nil {
+		pw, ok := in.Passwords[*ref]
+		if !ok {
+			return Desired{}, &config.FieldError{Field: "bgp.nodeMeshPasswordSecretRef", Value: ref.String(), Reason: "password not resolved"}
+		}
+		meshPassword = pw
+	}
 	lim4, lim6 := meshLimits(cfg, in.Nodes, in.Services)
 	for _, p := range mesh {
 		if taken[p.Address] {
 			continue // configured as an external peer: that wins
 		}
 		p.MaxPrefixesV4, p.MaxPrefixesV6 = lim4, lim6
+		p.Password = meshPassword
 		taken[p.Address] = true
 		d.Names[p.Address] = p.Description
 		d.Peers = append(d.Peers, p)

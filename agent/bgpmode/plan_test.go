@@ -255,6 +255,9 @@ func TestPlanErrors(t *testing.T) {
 		{name: "missing secret", self: testNode(1, nil), cfg: defaultCfg(func(c *config.BGPConfig) {
 			c.Peers = []config.BGPPeer{{Address: addr("10.0.1.1"), Port: 179, PasswordSecretRef: &config.SecretKeyRef{Name: "weft-bgp-passwords", Key: "tor1"}}}
 		}), wantField: "bgp.peers[0].passwordSecretRef"},
+		{name: "missing mesh secret", self: testNode(1, nil), cfg: defaultCfg(func(c *config.BGPConfig) {
+			c.NodeMeshPasswordSecretRef = &config.SecretKeyRef{Name: "weft-bgp-passwords", Key: "mesh"}
+		}), wantField: "bgp.nodeMeshPasswordSecretRef"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -331,6 +334,34 @@ func TestPlanMaxPrefixesPerPeer(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[netip.Addr]int{addr("10.0.1.1"): 5}, d.MaxPrefixes, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("caps (-want +got):\n%s", diff)
+	}
+}
+
+// With a mesh password every session to another node carries it, and an
+// external peer keeps its own.
+func TestPlanMeshPassword(t *testing.T) {
+	mesh := config.SecretKeyRef{Name: "weft-bgp-passwords", Key: "mesh"}
+	tor := config.SecretKeyRef{Name: "weft-bgp-passwords", Key: "tor1"}
+	cfg := defaultCfg(func(c *config.BGPConfig) {
+		c.NodeMeshPasswordSecretRef = &mesh
+		c.Peers = []config.BGPPeer{{Address: addr("10.0.1.1"), Port: 179, PasswordSecretRef: &tor}}
+	})
+	nodes := []Node{testNode(1, nil), testNode(2, nil), testNode(3, nil)}
+	d, err := Plan(Input{Config: cfg, Self: self(nodes[0]), Nodes: nodes,
+		Passwords: map[config.SecretKeyRef]string{mesh: "m3sh", tor: "t0r"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, p := range d.Peers {
+		got[p.Address.String()] = p.Password
+	}
+	want := map[string]string{"10.0.1.1": "t0r"}
+	for _, n := range nodes[1:] {
+		want[n.Addrs[0].String()] = "m3sh"
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("peer passwords (-want +got):\n%s", diff)
 	}
 }
 

@@ -33,6 +33,11 @@ type BGPConfig struct {
 	// NodeMesh peers every node with every other node (iBGP full mesh), or,
 	// when route reflectors are labelled, every node with the reflectors.
 	NodeMesh bool `json:"nodeMesh"`
+	// NodeMeshPasswordSecretRef, when set, protects every session between
+	// nodes (mesh and route reflectors) with TCP MD5: the key of a Secret of
+	// kube-system (the agent may read only weft-bgp-passwords). Every node
+	// must have it: a node without it cannot peer with one that has it.
+	NodeMeshPasswordSecretRef *SecretKeyRef `json:"nodeMeshPasswordSecretRef,omitempty"`
 	// Peers are routers outside the cluster.
 	Peers []BGPPeer `json:"peers,omitempty"`
 	// RouteReflectors: nodes matching NodeSelector reflect routes for the
@@ -106,11 +111,12 @@ func defaultBGP() BGPConfig {
 
 // rawBGP mirrors the bgp section with every field optional.
 type rawBGP struct {
-	ASN             *int64    `json:"asn"`
-	ListenPort      *int64    `json:"listenPort"`
-	NodeMesh        *bool     `json:"nodeMesh"`
-	Peers           []rawPeer `json:"peers"`
-	RouteReflectors *struct {
+	ASN              *int64           `json:"asn"`
+	ListenPort       *int64           `json:"listenPort"`
+	NodeMesh         *bool            `json:"nodeMesh"`
+	NodeMeshPassword *rawSecretKeyRef `json:"nodeMeshPasswordSecretRef"`
+	Peers            []rawPeer        `json:"peers"`
+	RouteReflectors  *struct {
 		NodeSelector map[string]string `json:"nodeSelector"`
 		ClusterID    *string           `json:"clusterID"`
 	} `json:"routeReflectors"`
@@ -122,20 +128,37 @@ type rawBGP struct {
 	} `json:"gracefulRestart"`
 }
 
+type rawSecretKeyRef struct {
+	Name *string `json:"name"`
+	Key  *string `json:"key"`
+}
+
+// validate returns the reference with the default Secret name filled in.
+func (ref *rawSecretKeyRef) validate(field string) (*SecretKeyRef, error) {
+	r := SecretKeyRef{Name: DefaultBGPPasswordName}
+	if ref.Name != nil && *ref.Name != "" {
+		r.Name = *ref.Name
+	}
+	if ref.Key != nil {
+		r.Key = *ref.Key
+	}
+	if r.Key == "" {
+		return nil, &FieldError{Field: field + ".key", Value: "", Reason: "missing; want the key holding the password"}
+	}
+	return &r, nil
+}
+
 type rawPeer struct {
-	Address           *string `json:"address"`
-	ASN               *int64  `json:"asn"`
-	Port              *int64  `json:"port"`
-	PasswordSecretRef *struct {
-		Name *string `json:"name"`
-		Key  *string `json:"key"`
-	} `json:"passwordSecretRef"`
-	EBGPMultihop     *int64            `json:"ebgpMultihop"`
-	HoldTime         *string           `json:"holdTime"`
-	KeepaliveTime    *string           `json:"keepaliveTime"`
-	ConnectRetryTime *string           `json:"connectRetryTime"`
-	NodeSelector     map[string]string `json:"nodeSelector"`
-	MaxPrefixes      *int64            `json:"maxPrefixes"`
+	Address           *string           `json:"address"`
+	ASN               *int64            `json:"asn"`
+	Port              *int64            `json:"port"`
+	PasswordSecretRef *rawSecretKeyRef  `json:"passwordSecretRef"`
+	EBGPMultihop      *int64            `json:"ebgpMultihop"`
+	HoldTime          *string           `json:"holdTime"`
+	KeepaliveTime     *string           `json:"keepaliveTime"`
+	ConnectRetryTime  *string           `json:"connectRetryTime"`
+	NodeSelector      map[string]string `json:"nodeSelector"`
+	MaxPrefixes       *int64            `json:"maxPrefixes"`
 }
 
 // CheckASN reports why n cannot be an AS number ("" when it can): out of
@@ -169,6 +192,13 @@ func (r *rawBGP) validate() (BGPConfig, error) {
 	}
 	if r.NodeMesh != nil {
 		b.NodeMesh = *r.NodeMesh
+	}
+	if r.NodeMeshPassword != nil {
+		ref, err := r.NodeMeshPassword.validate("bgp.nodeMeshPasswordSecretRef")
+		if err != nil {
+			return b, err
+		}
+		b.NodeMeshPasswordSecretRef = ref
 	}
 	seen := map[netip.Addr]int{}
 	for i, rp := range r.Peers {
@@ -251,17 +281,11 @@ func (rp rawPeer) validate(field string) (BGPPeer, error) {
 		p.Port = uint16(*rp.Port)
 	}
 	if ref := rp.PasswordSecretRef; ref != nil {
-		r := SecretKeyRef{Name: DefaultBGPPasswordName}
-		if ref.Name != nil && *ref.Name != "" {
-			r.Name = *ref.Name
+		r, err := ref.validate(field + ".passwordSecretRef")
+		if err != nil {
+			return p, err
 		}
-		if ref.Key != nil {
-			r.Key = *ref.Key
-		}
-		if r.Key == "" {
-			return p, &FieldError{Field: field + ".passwordSecretRef.key", Value: "", Reason: "missing; want the key holding the password"}
-		}
-		p.PasswordSecretRef = &r
+		p.PasswordSecretRef = r
 	}
 	if rp.EBGPMultihop != nil {
 		if *rp.EBGPMultihop < 0 || *rp.EBGPMultihop > 255 {
@@ -344,6 +368,9 @@ func (b BGPConfig) marshal() map[string]any {
 		"gracefulRestart": map[string]any{
 			"enabled": b.GracefulRestart.Enabled, "restartTime": b.GracefulRestart.RestartTime.String(),
 		},
+	}
+	if r := b.NodeMeshPasswordSecretRef; r != nil {
+		m["nodeMeshPasswordSecretRef"] = map[string]any{"name": r.Name, "key": r.Key}
 	}
 	rr := map[string]any{}
 	if len(b.RouteReflectors.NodeSelector) > 0 {

@@ -33,6 +33,7 @@ func TestParseBGP(t *testing.T) {
   asn: 4200000000
   listenPort: 1179
   nodeMesh: false
+  nodeMeshPasswordSecretRef: {key: mesh}
   advertiseServices: true
   externalRanges: [172.30.0.7/16, "fd00:30::/112"]
   gracefulRestart: {enabled: false, restartTime: 30s}
@@ -54,6 +55,7 @@ func TestParseBGP(t *testing.T) {
 			b.ASN = 4200000000
 			b.ListenPort = 1179
 			b.NodeMesh = false
+			b.NodeMeshPasswordSecretRef = &SecretKeyRef{Name: "weft-bgp-passwords", Key: "mesh"}
 			b.AdvertiseServices = true
 			b.ExternalRanges = []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16"), netip.MustParsePrefix("fd00:30::/112")}
 			b.GracefulRestart = BGPGracefulRestart{Enabled: false, RestartTime: 30 * time.Second}
@@ -81,6 +83,7 @@ func TestParseBGP(t *testing.T) {
 		{name: "peer asn reserved", bgp: "{peers: [{address: 10.0.0.1, asn: 65535}]}", wantField: "bgp.peers[0].asn", wantValue: "65535"},
 		{name: "peer port", bgp: "{peers: [{address: 10.0.0.1, port: 65536}]}", wantField: "bgp.peers[0].port", wantValue: "65536"},
 		{name: "secret without key", bgp: "{peers: [{address: 10.0.0.1, passwordSecretRef: {name: x}}]}", wantField: "bgp.peers[0].passwordSecretRef.key"},
+		{name: "mesh secret without key", bgp: "{nodeMeshPasswordSecretRef: {name: x}}", wantField: "bgp.nodeMeshPasswordSecretRef.key"},
 		{name: "multihop ttl", bgp: "{peers: [{address: 10.0.0.1, ebgpMultihop: 256}]}", wantField: "bgp.peers[0].ebgpMultihop", wantValue: "256"},
 		{name: "hold time too short", bgp: "{peers: [{address: 10.0.0.1, holdTime: 2s}]}", wantField: "bgp.peers[0].holdTime", wantValue: "2s"},
 		{name: "hold time fractional", bgp: "{peers: [{address: 10.0.0.1, holdTime: 9.5s}]}", wantField: "bgp.peers[0].holdTime", wantValue: "9.5s"},

@@ -224,7 +224,7 @@ func FuzzParse(f *testing.F) {
 		"mode: vxlan\nclusterCIDRs: [10.244.0.0/16]\n",
 		"mode: bgp\nclusterCIDRs: [10.244.0.0/16, fd00::/48]\nbgp: {asn: 65000}\nmtu: 1450\n",
 		"mode: vxlan\nclusterCIDRs: [fd00::/56]\nvxlan: {vni: 7, port: 8472, directRouting: true}\nresync: 1m\n",
-		"mode: bgp\nclusterCIDRs: [10.244.0.0/16]\nbgp: {asn: 65000, listenPort: 1179, nodeMesh: false, advertiseServices: true, " +
+		"mode: bgp\nclusterCIDRs: [10.244.0.0/16]\nbgp: {asn: 65000, listenPort: 1179, nodeMesh: false, nodeMeshPasswordSecretRef: {key: mesh}, advertiseServices: true, " +
 			"externalRanges: [172.30.0.0/16], gracefulRestart: {enabled: false, restartTime: 30s}, " +
 			"routeReflectors: {nodeSelector: {weft.dev/route-reflector: \"true\"}, clusterID: 10.0.0.1}, " +
 			"peers: [{address: 172.30.2.1, asn: 65001, port: 1790, passwordSecretRef: {key: tor1}, ebgpMultihop: 2, " +
