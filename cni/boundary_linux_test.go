@@ -166,10 +166,12 @@ func TestAddRefusedChangesNothing(t *testing.T) {
 		{name: "container ID with a slash", env: []string{"CNI_CONTAINERID=../../x"}, code: types.ErrInvalidEnvironmentVariables},
 		{name: "interface name too long", env: []string{"CNI_IFNAME=eth0123456789abcdef"}, code: types.ErrInvalidEnvironmentVariables},
 		{name: "interface name with a colon", env: []string{"CNI_IFNAME=eth:0"}, code: types.ErrInvalidEnvironmentVariables},
-		{name: "bad config", stdin: []byte(`{"cniVersion":"1.1.0","name":"weft","type":"weft","podCIDRs":["10.77.0.0/33"]}`),
+		// These name the test's store: a regression must never reach the
+		// node's default one.
+		{name: "bad config", stdin: fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"weft","type":"weft","podCIDRs":["10.77.0.0/33"],"dataDir":%q}`, l.dataDir),
 			code: types.ErrInvalidNetworkConfig},
-		{name: "stdin too large", stdin: []byte(`{"cniVersion":"1.1.0","name":"weft","type":"weft","podCIDRs":["10.77.0.0/24"],"x":"` +
-			strings.Repeat("x", 2<<20) + `"}`), code: types.ErrDecodingFailure},
+		{name: "stdin too large", stdin: fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"weft","type":"weft","podCIDRs":["10.77.0.0/24"],"dataDir":%q,"x":"%s"}`,
+			l.dataDir, strings.Repeat("x", 2<<20)), code: types.ErrDecodingFailure},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
