@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"weft.dev/weft/test/lab"
 )
 
 // TestPeerTrust: node3 is compromised (its agent stopped, its weft.dev/
@@ -155,17 +157,29 @@ func addNode(t *testing.T, ctx context.Context, c kubernetes.Interface, name, mo
 // TestPeerTrustLeased: with pod CIDRs leased by weft, a compromised node3
 // publishing node2's block, a more specific of it or a range covering every
 // block is pending on the other nodes (its claim is not backed by a block
-// Lease it holds), and node1 → node2 pods lose no packet meanwhile.
+// Lease it holds), and node1 → node2 pods lose no packet meanwhile; in vxlan
+// and in bgp mode.
 func TestPeerTrustLeased(t *testing.T) {
 	l := upBGP(t, testdata("vxlan-3node-leased.clab.yml"), "trustl")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
 	c, err := l.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bgpWaitMode(t, ctx, l, "vxlan", 90*time.Second)
-	pods := bgpPods(t, ctx, l, "t")
+	for _, mode := range []string{"vxlan", "bgp"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			if err := l.SetMode(ctx, mode); err != nil {
+				t.Fatal(err)
+			}
+			bgpWaitMode(t, ctx, l, mode, 90*time.Second)
+			leasedClaims(t, ctx, l, c, mode)
+		})
+	}
+}
+
+func leasedClaims(t *testing.T, ctx context.Context, l *lab.Lab, c kubernetes.Interface, mode string) {
+	pods := bgpPods(t, ctx, l, "t"+mode[:1])
 	n2, err := c.CoreV1().Nodes().Get(ctx, "node2", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -186,14 +200,14 @@ func TestPeerTrustLeased(t *testing.T) {
 	if err := l.AgentKill("node3"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { // after the deferred cancel
+	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		patchAnnotations(t, ctx, c, "node3", map[string]any{"weft.dev/pod-cidrs": own3})
 		if err := l.AgentStart(ctx, "node3"); err != nil {
 			t.Error(err)
 		}
-	})
+	}()
 	for _, tc := range []struct{ claim, pending string }{
 		{block2, `held by "node2"`},
 		{more, "is not a /24 block"},
@@ -213,7 +227,7 @@ func TestPeerTrustLeased(t *testing.T) {
 				return fmt.Errorf("node3 not among the peers")
 			})
 		}
-		t.Logf("node3 claiming %s: pending on node1 and node2", tc.claim)
+		t.Logf("%s: node3 claiming %s: pending on node1 and node2", mode, tc.claim)
 	}
 	time.Sleep(2 * time.Second)
 	fl.stopAndCheck(t)
