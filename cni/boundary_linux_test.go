@@ -31,27 +31,20 @@ import (
 // error, when the link does not exist).
 func podAddrs(t *testing.T, ns *nstest.NS, name string) ([]netip.Addr, bool) {
 	t.Helper()
-	h, err := ns.Handle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nh.Close()
-	link, err := nh.LinkByName(name)
+	var link netlink.Link
+	var list []netlink.Addr
+	var err error
+	netlinkIn(t, ns, func(nh *netlink.Handle) {
+		if link, err = nh.LinkByName(name); err == nil {
+			list, err = nh.AddrList(link, netlink.FAMILY_ALL)
+		}
+	})
 	if err != nil {
 		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
+		if link == nil && errors.As(err, &nf) {
 			return nil, false
 		}
-		t.Fatalf("find %s in %s: %v", name, ns.Name, err)
-	}
-	list, err := nh.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("addresses of %s in %s: %v", name, ns.Name, err)
 	}
 	var out []netip.Addr
 	for _, a := range list {

@@ -182,7 +182,14 @@ func codeOf(t *testing.T, err error) uint {
 }
 
 // linkIn looks up a link inside ns.
-func linkIn(t *testing.T, ns *nstest.NS, name string) (netlink.Link, error) {
+func linkIn(t *testing.T, ns *nstest.NS, name string) (link netlink.Link, err error) {
+	t.Helper()
+	netlinkIn(t, ns, func(nh *netlink.Handle) { link, err = nh.LinkByName(name) })
+	return link, err
+}
+
+// netlinkIn runs fn with a netlink handle inside ns, closed when fn returns.
+func netlinkIn(t *testing.T, ns *nstest.NS, fn func(nh *netlink.Handle)) {
 	t.Helper()
 	h, err := ns.Handle()
 	if err != nil {
@@ -194,7 +201,7 @@ func linkIn(t *testing.T, ns *nstest.NS, name string) (netlink.Link, error) {
 		t.Fatal(err)
 	}
 	defer nh.Close()
-	return nh.LinkByName(name)
+	fn(nh)
 }
 
 func TestAddCheckDelAllVersions(t *testing.T) {

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -616,26 +616,13 @@ func (e *agEnv) countNeighFDB() (neigh, fdb int, err error) {
 // metrics reads the agent's /metrics over its status socket (plain samples
 // without labels only).
 func (e *agEnv) metrics() (map[string]float64, error) {
-	sock := filepath.Join(e.tmp, "node", "run", "weft", "status.sock")
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
-	resp, err := c.Get("http://agent/metrics")
+	body, err := e.metricsText(context.Background())
 	if err != nil {
-		return nil, fmt.Errorf("agent metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("agent metrics: %s", resp.Status)
+		return nil, err
 	}
 	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
+	for _, line := range strings.Split(body, "\n") {
+		name, val, ok := strings.Cut(line, " ")
 		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
 			continue
 		}
@@ -643,7 +630,32 @@ func (e *agEnv) metrics() (map[string]float64, error) {
 			m[name] = v
 		}
 	}
-	return m, sc.Err()
+	return m, nil
+}
+
+// metricsText is the agent's /metrics page, read over its status socket.
+func (e *agEnv) metricsText(ctx context.Context) (string, error) {
+	sock := filepath.Join(e.tmp, "node", "run", "weft", "status.sock")
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("agent metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("agent metrics: %s", resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
 }
 
 // procMem reads VmRSS and VmHWM of pid in bytes.

@@ -4,9 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -121,8 +118,7 @@ func floodOnce(ctx context.Context, limited bool) (floodRun, error) {
 	if r.baseRSS, _, err = procMem(pid); err != nil {
 		return r, err
 	}
-	sock := filepath.Join(e.tmp, "node", "run", "weft", "status.sock")
-	limits0, _ := prefixLimitCount(ctx, sock)
+	limits0, _ := prefixLimitCount(ctx, e)
 	t0 := time.Now()
 	if err := f.redistribute(ctx, true); err != nil {
 		return r, err
@@ -130,7 +126,7 @@ func floodOnce(ctx context.Context, limited bool) (floodRun, error) {
 	// Watch for 60 s (limited: until the session is closed, at most 60 s).
 	deadline := t0.Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if n, err := prefixLimitCount(ctx, sock); err == nil && n > limits0 && !r.closed {
+		if n, err := prefixLimitCount(ctx, e); err == nil && n > limits0 && !r.closed {
 			r.closed, r.closedAfter = true, time.Since(t0)
 			break
 		}
@@ -161,28 +157,13 @@ func floodOnce(ctx context.Context, limited bool) (floodRun, error) {
 }
 
 // prefixLimitCount reads weft_bgp_prefix_limit_total{kind="peer"} from the
-// agent's metrics on its status socket.
-func prefixLimitCount(ctx context.Context, sock string) (float64, error) {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/metrics", nil)
+// agent's metrics.
+func prefixLimitCount(ctx context.Context, e *agEnv) (float64, error) {
+	body, err := e.metricsText(ctx)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, `weft_bgp_prefix_limit_total{kind="peer"} `); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}

@@ -19,6 +19,7 @@ import (
 
 	"weft.dev/weft/test/lab"
 	"weft.dev/weft/test/nstest"
+	"weft.dev/weft/test/poll"
 )
 
 // podsPerRound are created at once (spread evenly over the nodes) and then
@@ -155,10 +156,10 @@ func podRound(ctx context.Context, c kubernetes.Interface, nodes []lab.Node, pre
 			return 0, 0, err
 		}
 	}
-	if err := waitPods(ctx, 5*time.Minute, func() (bool, error) {
+	if err := poll.Err(ctx, 5*time.Minute, 100*time.Millisecond, func() error {
 		list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: sel})
 		if err != nil {
-			return false, err
+			return err
 		}
 		ready := 0
 		for _, p := range list.Items {
@@ -168,7 +169,10 @@ func podRound(ctx context.Context, c kubernetes.Interface, nodes []lab.Node, pre
 				}
 			}
 		}
-		return ready == podsPerRound, nil
+		if ready != podsPerRound {
+			return fmt.Errorf("%d of %d Ready", ready, podsPerRound)
+		}
+		return nil
 	}); err != nil {
 		return 0, 0, fmt.Errorf("pods not Ready: %w", err)
 	}
@@ -177,30 +181,14 @@ func podRound(ctx context.Context, c kubernetes.Interface, nodes []lab.Node, pre
 	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel}); err != nil && !apierrors.IsNotFound(err) {
 		return 0, 0, err
 	}
-	if err := waitPods(ctx, 5*time.Minute, func() (bool, error) {
+	if err := poll.Err(ctx, 5*time.Minute, 100*time.Millisecond, func() error {
 		list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: sel})
-		return err == nil && len(list.Items) == 0, err
+		if err == nil && len(list.Items) > 0 {
+			err = fmt.Errorf("%d left", len(list.Items))
+		}
+		return err
 	}); err != nil {
 		return 0, 0, fmt.Errorf("pods not gone: %w", err)
 	}
 	return up, time.Since(t1), nil
-}
-
-// waitPods polls done every 100 ms until it reports true or timeout passes.
-func waitPods(ctx context.Context, timeout time.Duration, done func() (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, err := done()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
-		case <-tick.C:
-		}
-	}
 }

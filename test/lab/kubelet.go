@@ -20,6 +20,7 @@ import (
 
 	"weft.dev/weft/test/lab/controlplane"
 	"weft.dev/weft/test/lab/image"
+	"weft.dev/weft/test/poll"
 )
 
 // Real nodes (Options.Kubelets): each weft node runs containerd and a
@@ -580,26 +581,21 @@ func (l *Lab) startAnchor(ctx context.Context, node string) error {
 	}, "node "+node+" anchor", filepath.Join(d, "anchor.log"))
 }
 
-// waitFor polls ok until it returns nil, the process exits or timeout.
+// waitFor polls ok every 50 ms until it returns nil, the process exits or
+// timeout passes.
 func waitFor(ctx context.Context, timeout time.Duration, exited <-chan struct{}, ok func() error, what, log string) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(timeout)
-	for {
-		err := ok()
-		if err == nil {
-			return nil
-		}
+	err := poll.Err(ctx, timeout, 50*time.Millisecond, func() error {
 		select {
 		case <-exited:
-			return fmt.Errorf("%s exited: %s", what, logTailOf(log))
-		case <-deadline:
-			return fmt.Errorf("%s not ready after %s: %w\n%s", what, timeout, err, logTailOf(log))
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
+			return fmt.Errorf("%s exited: %s: %w", what, logTailOf(log), poll.ErrStop)
+		default:
 		}
+		return ok()
+	})
+	if err != nil && !errors.Is(err, poll.ErrStop) {
+		return fmt.Errorf("%s not ready: %w\n%s", what, err, logTailOf(log))
 	}
+	return err
 }
 
 // startInNode starts bin with args in a node's namespaces (anchor's

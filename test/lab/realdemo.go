@@ -13,6 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"weft.dev/weft/test/poll"
 )
 
 // DemoApp is the Deployment and Service the real-node demo (and the tests)
@@ -90,7 +92,7 @@ func (l *Lab) ScaleApp(ctx context.Context, name string, replicas int, timeout t
 // other pod of it exists (terminating ones included).
 func (l *Lab) WaitApp(ctx context.Context, name string, replicas int, timeout time.Duration) error {
 	c := l.cp.Client()
-	return poll(ctx, timeout, func() error {
+	return poll.Err(ctx, timeout, 250*time.Millisecond, func() error {
 		d, err := c.AppsV1().Deployments(PodNamespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err

@@ -21,6 +21,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"weft.dev/weft/test/poll"
 )
 
 // corednsManifest is the cluster DNS add-on a kubeadm cluster runs: CoreDNS
@@ -117,7 +119,7 @@ func (l *Lab) applyAddons(ctx context.Context) error {
 
 func (l *Lab) waitNodesRegistered(ctx context.Context, nodes []Node, timeout time.Duration) error {
 	c := l.cp.Client()
-	return poll(ctx, timeout, func() error {
+	return poll.Err(ctx, timeout, 250*time.Millisecond, func() error {
 		for _, n := range nodes {
 			if _, err := c.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{}); err != nil {
 				return fmt.Errorf("node %s: %w", n.Name, err)
@@ -132,7 +134,7 @@ func (l *Lab) waitNodesRegistered(ctx context.Context, nodes []Node, timeout tim
 func (l *Lab) WaitRealCluster(ctx context.Context, timeout time.Duration) error {
 	c := l.cp.Client()
 	nodes := l.Topo.NodesOf(KindWeft)
-	return poll(ctx, timeout, func() error {
+	return poll.Err(ctx, timeout, 250*time.Millisecond, func() error {
 		for _, n := range nodes {
 			node, err := c.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 			if err != nil {
@@ -175,25 +177,6 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
-// poll calls fn every 250 ms until it returns nil or timeout passes.
-func poll(ctx context.Context, timeout time.Duration, fn func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %s: %w", timeout, err)
-		case <-tick.C:
-		}
-	}
-}
-
 // podAddReal makes a Pod (agnhost pause, nodeName set) through the
 // apiserver, waits until it runs, and names its network namespace
 // wl-<lab>.<node>.<pod> (ip netns attach to its sandbox process), so every
@@ -230,7 +213,7 @@ func (l *Lab) attachRealPod(ctx context.Context, node, name string, timeout time
 	pid := 0
 	// Running with IPs, and its sandbox process there: after a node's
 	// reboot the Pod may still show its old status for a moment.
-	if err := poll(ctx, timeout, func() error {
+	if err := poll.Err(ctx, timeout, 250*time.Millisecond, func() error {
 		got, err := c.CoreV1().Pods(PodNamespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -293,7 +276,7 @@ func (l *Lab) podDelReal(ctx context.Context, node, name string) error {
 		errs = append(errs, fmt.Errorf("delete pod %s: %w", name, err))
 	}
 	if err == nil {
-		if err := poll(ctx, 2*time.Minute, func() error {
+		if err := poll.Err(ctx, 2*time.Minute, 250*time.Millisecond, func() error {
 			_, err := c.CoreV1().Pods(PodNamespace).Get(ctx, name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				return nil

@@ -1,8 +1,12 @@
-// Package poll waits in tests for a condition that becomes true
-// asynchronously (a BGP session, a kernel route, an API object).
+// Package poll waits for a condition that becomes true asynchronously (a
+// BGP session, a kernel route, an API object): Until in tests, Err in the
+// lab and the benchmarks.
 package poll
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -27,3 +31,27 @@ func Until(t testing.TB, timeout, interval time.Duration, what string, cond func
 		}
 	}
 }
+
+// Err calls cond every interval until it returns nil, and returns an error
+// with cond's last error once timeout has passed or ctx ends. A cond that
+// returns an error wrapping ErrStop ends the wait at once with that error.
+func Err(ctx context.Context, timeout, interval time.Duration, cond func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil || errors.Is(err, ErrStop) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("after %s: %w", timeout, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// ErrStop, wrapped in a cond's error, tells Err to stop waiting.
+var ErrStop = errors.New("stop waiting")

@@ -1,8 +1,10 @@
 package poll
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -49,5 +51,30 @@ func TestUntilFailsWithLastState(t *testing.T) {
 	}
 	if calls < 2 {
 		t.Errorf("cond called %d times in 50ms every 5ms, want several", calls)
+	}
+}
+
+func TestErr(t *testing.T) {
+	calls := 0
+	if err := Err(t.Context(), 5*time.Second, time.Millisecond, func() error {
+		calls++
+		if calls < 3 {
+			return fmt.Errorf("call %d", calls)
+		}
+		return nil
+	}); err != nil || calls != 3 {
+		t.Errorf("Err = %v after %d calls, want nil after 3", err, calls)
+	}
+	err := Err(t.Context(), 30*time.Millisecond, 5*time.Millisecond, func() error { return errors.New("still down") })
+	if err == nil || !strings.Contains(err.Error(), "still down") {
+		t.Errorf("Err after the timeout = %v, want the last error", err)
+	}
+	calls = 0
+	err = Err(t.Context(), 5*time.Second, time.Millisecond, func() error {
+		calls++
+		return fmt.Errorf("process exited: %w", ErrStop)
+	})
+	if !errors.Is(err, ErrStop) || calls != 1 {
+		t.Errorf("Err with ErrStop = %v after %d calls, want ErrStop after 1", err, calls)
 	}
 }
