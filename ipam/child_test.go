@@ -17,7 +17,7 @@ import (
 )
 
 // runOp runs one operation named in text: "alloc <id>", "release <id>",
-// "gc <id>,<id>…" (the owners to keep) or "usage".
+// "gc <id>,<id>…" (the owners to keep), "check" or "usage".
 func runOp(ctx context.Context, s *Store, op string) error {
 	verb, arg, _ := strings.Cut(op, " ")
 	switch verb {
@@ -35,6 +35,8 @@ func runOp(ctx context.Context, s *Store, op string) error {
 		}
 		_, err := s.GC(ctx, keep)
 		return err
+	case "check":
+		return s.Check(ctx)
 	case "usage":
 		_, err := s.Usage(ctx)
 		return err

@@ -12,7 +12,8 @@
 // loses an address for good: a process killed at any instant (SIGKILL
 // included) leaves a store that the next operation completes or rolls back.
 // Reservations are stamped with the kernel boot ID; the first operation
-// after a reboot releases all reservations of the earlier boot. Addresses
+// after a reboot (other than Usage) releases all reservations of the
+// earlier boot. Addresses
 // in ranges no longer configured stay held until released.
 //
 // Allocate, Release and Lookup cost a fixed number of system calls, however
@@ -54,7 +55,9 @@
 //
 // Every operation takes the lock (waiting up to Options.LockTimeout, then
 // failing with ErrLocked), then recovers: removes tmp, resolves txn, and
-// reclaims the store if boot differs from this boot.
+// reclaims the store if boot differs from this boot. Usage is a reader: it
+// recovers but never reclaims, so a watcher that sees another boot ID (the
+// agent in its container) cannot release the plugin's reservations.
 //
 // Allocate probes each range from its cursor for an address whose addr/
 // file does not exist, writes the record to txn, links txn to addr/<a> for

@@ -212,6 +212,13 @@ func (s *Store) at(format string, args ...any) error {
 // do runs fn holding the store lock, after finishing whatever a previous
 // holder left undone.
 func (s *Store) do(ctx context.Context, fn func() error) error {
+	return s.locked(ctx, true, fn)
+}
+
+// locked runs fn holding the lock, after recover; a reader (reclaim false)
+// completes or rolls back an interrupted operation but releases nothing of
+// an earlier boot: see Usage.
+func (s *Store) locked(ctx context.Context, reclaim bool, fn func() error) error {
 	if err := ctx.Err(); err != nil {
 		return context.Cause(ctx)
 	}
@@ -220,7 +227,7 @@ func (s *Store) do(ctx context.Context, fn func() error) error {
 		return err
 	}
 	defer unlock()
-	if err := s.recover(ctx); err != nil {
+	if err := s.recover(ctx, reclaim); err != nil {
 		return fmt.Errorf("recover store %s: %w", s.dir, err)
 	}
 	return fn()
@@ -364,10 +371,14 @@ func (s *Store) GC(ctx context.Context, keep []Owner) (released []Owner, err err
 }
 
 // Usage returns, per range, how many addresses are handed out and usable.
-// It counts the names under addr/, reading no file.
+// It counts the names under addr/, reading no file. It is a reader: it
+// never reclaims an earlier boot's reservations (it counts them until the
+// next Allocate, Release or GC does), so a process that only watches the
+// store (the agent) cannot release what the plugin handed out, even if it
+// sees another boot ID than the plugin does.
 func (s *Store) Usage(ctx context.Context) ([]Usage, error) {
 	var us []Usage
-	err := s.do(ctx, func() error {
+	err := s.locked(ctx, false, func() error {
 		names, err := readNames(s.path(addrDir))
 		if err != nil {
 			return err

@@ -464,6 +464,44 @@ func TestRebootReclaim(t *testing.T) {
 	}
 }
 
+// TestUsageNeverReclaims: a reader with another boot ID (the agent in a
+// container that sees another boot_id than the plugin) counts the
+// reservations and releases none of them; the plugin's next operation in
+// the new boot does.
+func TestUsageNeverReclaims(t *testing.T) {
+	dir := t.TempDir()
+	ranges := []netip.Prefix{mp("10.0.0.0/24"), mp("fd00::/120")}
+	plugin := newStore(t, Options{Dir: dir, Ranges: ranges, BootID: "boot-a"})
+	ctx := t.Context()
+	for _, id := range []string{"a", "b"} {
+		if _, err := plugin.Allocate(ctx, eth0(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reader := newStore(t, Options{Dir: dir, Ranges: ranges, BootID: "boot-b"})
+	for range 2 {
+		us, err := reader.Usage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range us {
+			if u.Used != 2 {
+				t.Errorf("Usage in another boot: %s used %d, want 2 (nothing reclaimed)", u.Prefix, u.Used)
+			}
+		}
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := plugin.Lookup(ctx, eth0(id)); err != nil {
+			t.Errorf("Lookup %s after another boot's Usage: %v, want its reservation", id, err)
+		}
+	}
+	// The plugin's first operation after a reboot still reclaims.
+	rebooted := newStore(t, Options{Dir: dir, Ranges: ranges, BootID: "boot-b"})
+	if _, err := rebooted.Lookup(ctx, eth0("a")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Lookup after reboot: %v, want ErrNotFound", err)
+	}
+}
+
 func TestRangeChange(t *testing.T) {
 	dir := t.TempDir()
 	ctx := t.Context()

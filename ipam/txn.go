@@ -164,9 +164,9 @@ func (s *Store) unlinkInode(fi fs.FileInfo) (committed bool, err error) {
 }
 
 // recover brings the store to a clean state before an operation: remove
-// the scratch file, resolve txn, and reclaim reservations of an earlier
-// boot.
-func (s *Store) recover(ctx context.Context) error {
+// the scratch file, resolve txn, and (reclaim) release reservations of an
+// earlier boot.
+func (s *Store) recover(ctx context.Context, reclaim bool) error {
 	if err := removeIfExists(s.path(tmpName)); err != nil {
 		// A directory with entries: set it aside like any damage.
 		if aerr := s.setAside(s.path(tmpName), err); aerr != nil {
@@ -175,6 +175,9 @@ func (s *Store) recover(ctx context.Context) error {
 	}
 	if err := s.resolveTxn(""); err != nil {
 		return fmt.Errorf("resolve %s: %w", txnName, err)
+	}
+	if !reclaim {
+		return nil
 	}
 	b, err := readSmall(s.path(bootName))
 	if errors.Is(err, errNotRegular) {

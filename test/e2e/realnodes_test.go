@@ -214,6 +214,13 @@ func realNodeChecks(t *testing.T, l *lab.Lab, mode string) {
 			}
 			t.Logf("round %d: scaled to 0 in %s, back to %d in %s", i, down.Round(time.Millisecond), replicas, time.Since(t0).Round(time.Millisecond))
 			pods = checkAppPods(t, ctx, l, "web", replicas, cidrs)
+			// The store holds exactly the running pods' addresses, so its
+			// emptiness after the next scale to 0 is a release, not a loss.
+			for _, n := range nodes {
+				eventually(t, 30*time.Second, fmt.Sprintf("round %d: node %s IPAM store = its pods' addresses", i, n.Name), func() error {
+					return storeHoldsPods(t, ctx, l, n.Name)
+				})
+			}
 			for _, p := range pods {
 				for _, a := range p.IPs {
 					seen[a] = p.Name
@@ -372,29 +379,7 @@ func realNodeChecks(t *testing.T, l *lab.Lab, mode string) {
 		// (the kubelet may still be updating their status: compare again
 		// until both agree).
 		eventually(t, time.Minute, "node "+n+" IPAM store = its pods' addresses", func() error {
-			kps, err := l.AppPods(ctx, "web")
-			if err != nil {
-				return err
-			}
-			want := map[string]bool{}
-			for _, kp := range kps {
-				if kp.Spec.NodeName != n {
-					continue
-				}
-				for _, ip := range kp.Status.PodIPs {
-					want[netip.MustParseAddr(ip.IP).String()] = true
-				}
-			}
-			got := ipamReservations(t, l, n)
-			if len(got) != len(want) {
-				return fmt.Errorf("%d reservations %v, want %d %v", len(got), got, len(want), want)
-			}
-			for _, a := range got {
-				if !want[a] {
-					return fmt.Errorf("reservation %s belongs to no running pod", a)
-				}
-			}
-			return nil
+			return storeHoldsPods(t, ctx, l, n)
 		})
 		all, err := l.AttachApp(ctx, "web")
 		if err != nil {
@@ -522,6 +507,34 @@ func ipamReservations(t *testing.T, l *lab.Lab, node string) []string {
 		out = append(out, e.Name())
 	}
 	return out
+}
+
+// storeHoldsPods reports whether weft's IPAM store on node holds exactly
+// the addresses of the web pods running there.
+func storeHoldsPods(t *testing.T, ctx context.Context, l *lab.Lab, node string) error {
+	kps, err := l.AppPods(ctx, "web")
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, kp := range kps {
+		if kp.Spec.NodeName != node {
+			continue
+		}
+		for _, ip := range kp.Status.PodIPs {
+			want[netip.MustParseAddr(ip.IP).String()] = true
+		}
+	}
+	got := ipamReservations(t, l, node)
+	if len(got) != len(want) {
+		return fmt.Errorf("%d reservations %v, want %d %v", len(got), got, len(want), want)
+	}
+	for _, a := range got {
+		if !want[a] {
+			return fmt.Errorf("reservation %s belongs to no running pod", a)
+		}
+	}
+	return nil
 }
 
 func onNode(pods []lab.Pod, node string, max int) []lab.Pod {
