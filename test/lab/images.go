@@ -24,6 +24,10 @@ const (
 	BusyboxImage = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
 	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 	CoreDNSImage = "registry.k8s.io/coredns/coredns:v1.14.7"
+	// NginxImage is the e2e suite's nginx, which its Endpoints and
+	// EndpointSlice tests run as a plain web server: here a stand-in,
+	// agnhost serving HTTP on port 80 (nginx's).
+	NginxImage = "registry.k8s.io/e2e-test-images/nginx:1.27.0-2"
 )
 
 // labImage is one image: its archive name and how to make its spec.
@@ -37,6 +41,7 @@ var labImages = []labImage{
 	{"busybox.tar", busyboxSpec},
 	{"agnhost.tar", agnhostSpec},
 	{"coredns.tar", corednsSpec},
+	{"nginx.tar", nginxSpec},
 }
 
 // imageBuildMu serialises builds of the shared image archives within a
@@ -144,6 +149,17 @@ func agnhostSpec(l *Lab) (image.Spec, error) {
 		}
 	}
 	return image.Spec{Ref: AgnhostImage, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Files: files}, nil
+}
+
+// nginxSpec is the stand-in for the suite's nginx: the agnhost image
+// serving HTTP on port 80.
+func nginxSpec(l *Lab) (image.Spec, error) {
+	s, err := agnhostSpec(l)
+	if err != nil {
+		return image.Spec{}, err
+	}
+	s.Ref, s.Entrypoint, s.Cmd = NginxImage, []string{"/agnhost", "netexec", "--http-port=80", "--udp-port=-1"}, nil
+	return s, nil
 }
 
 func corednsSpec(l *Lab) (image.Spec, error) {
