@@ -1,6 +1,6 @@
 # weft's container image: the agent, the CNI plugin, weftctl and the
 # install-cni helper on Debian 12 with iptables (nft backend).
-#   docker build -t weft.dev/weft:dev .
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -t weft.dev/weft:dev .
 # `make image` builds the same layout without a container engine
 # (deploy/image); the DaemonSet in deploy/ runs either.
 
@@ -10,7 +10,8 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ENV CGO_ENABLED=0
-RUN go build -trimpath -o /out/ ./cmd/weft ./cmd/weft-agent ./cmd/weftctl ./cmd/weft-install
+ARG VERSION=
+RUN go build -trimpath -ldflags "-X weft.dev/weft/cmd/internal/version.Version=${VERSION}" -o /out/ ./cmd/weft ./cmd/weft-agent ./cmd/weftctl ./cmd/weft-install
 
 FROM debian:bookworm-slim
 RUN apt-get update \

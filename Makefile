@@ -9,6 +9,11 @@ export WEFT_RUNTIME_BIN := $(RUNTIME_BIN)
 
 CMDS := $(notdir $(wildcard cmd/*))
 
+# The version every binary prints for --version (cmd/internal/version):
+# `git describe` of this tree; without git, the build's own information.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS := -X weft.dev/weft/cmd/internal/version.Version=$(VERSION)
+
 .PHONY: all build deps k8s runtime test unit e2e bench demo lint fmt clean manifests image kind-up fuzz
 
 all: build
@@ -18,7 +23,7 @@ all: build
 # dynamic loader), which every pod's ADD and DEL pays. cmd/ holds what users
 # install; test/cmd/ the lab (weft-lab and the pause of its pods).
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/... ./test/cmd/...
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/... ./test/cmd/...
 
 deps:
 	@test/deps.sh
@@ -93,7 +98,7 @@ IMAGE      ?= weft.dev/weft:dev
 IMAGE_TAR  ?= $(BIN)/weft-image.tar
 IMAGE_CMDS := weft weft-agent weftctl weft-install
 image:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/image/ $(addprefix ./cmd/,$(IMAGE_CMDS))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/image/ $(addprefix ./cmd/,$(IMAGE_CMDS))
 	cd deploy/image && $(GO) run . --bin=$(BIN)/image --out=$(IMAGE_TAR) --tag=$(IMAGE) \
 		--bins=weft-agent,weftctl,weft-install --plugins=weft --cache=$(CURDIR)/.cache/image/debs
 

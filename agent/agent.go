@@ -145,6 +145,7 @@ type Agent struct {
 	programmed bool
 	lastMode   config.Mode       // mode of the last successful datapath pass
 	pending    map[string]string // peer → reason last reported
+	capWarned  string            // message of the last capacity Event, to report once
 	backoff    time.Duration
 	// fwSynced: the last pass's firewall call succeeded; until the next
 	// resync tick, passes only sync it (see reconcile).

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -179,6 +180,13 @@ func TestAgentAgainstAPIServer(t *testing.T) {
 		}
 		if !networkAvailable(node) {
 			t.Errorf("node %s conditions = %+v, want NetworkUnavailable=False (WeftReady)", n, node.Status.Conditions)
+		}
+		// The leased /24 holds the registered maxPods (110): the capacity
+		// condition is there, False (admission lets the agent set it).
+		if !slices.ContainsFunc(node.Status.Conditions, func(c corev1.NodeCondition) bool {
+			return c.Type == ConditionPodCIDRTooSmall && c.Status == corev1.ConditionFalse && c.Reason == ReasonPodCIDRFits
+		}) {
+			t.Errorf("node %s conditions = %+v, want %s=False (%s)", n, node.Status.Conditions, ConditionPodCIDRTooSmall, ReasonPodCIDRFits)
 		}
 		le, err := admin.CoordinationV1().Leases("kube-system").Get(ctx, lease.Name(netip.MustParsePrefix(cidr)), metav1.GetOptions{})
 		if err != nil {

@@ -19,6 +19,8 @@ type metrics struct {
 	ipamUsed        *prometheus.GaugeVec
 	ipamCapacity    *prometheus.GaugeVec
 	ready           prometheus.Gauge
+	maxPods         prometheus.Gauge
+	podCIDRTooSmall *prometheus.GaugeVec
 
 	bgpUp         *prometheus.GaugeVec
 	bgpReceived   *prometheus.GaugeVec
@@ -55,6 +57,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_ready", Help: "1 when the datapath is programmed and the configuration is good.",
 		}),
+		maxPods: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_node_max_pods", Help: "The kubelet's maxPods as the Node reports it (status.capacity.pods); 0 when it reports none.",
+		}),
+		podCIDRTooSmall: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "weft_pod_cidr_too_small",
+			Help: "1 when the node's pod CIDR of the family has fewer usable addresses (weft_ipam_capacity) than weft_node_max_pods.",
+		}, []string{"family"}),
 		bgpUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "weft_bgp_session_up", Help: "1 when the BGP session with the peer is established (bgp mode).",
 		}, []string{"peer"}),
@@ -76,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.peers, m.peersProgrammed, m.reconcile, m.reconcileErrors,
-		m.configErrors, m.ipamUsed, m.ipamCapacity, m.ready,
+		m.configErrors, m.ipamUsed, m.ipamCapacity, m.ready, m.maxPods, m.podCIDRTooSmall,
 		m.bgpUp, m.bgpReceived, m.bgpAdvertised, m.bgpInstalled, m.bgpRejected, m.bgpLimit} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)

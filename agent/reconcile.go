@@ -213,7 +213,8 @@ func (a *Agent) run(ctx context.Context, p *pass) {
 			p.fail("cni", err)
 		}
 	}
-	if err := a.publish(ctx, self, ip, leased, pods); err != nil {
+	capCond := a.capacity(self, pods, res.Gateways)
+	if err := a.publish(ctx, self, ip, leased, pods, capCond); err != nil {
 		p.fail("publish", err)
 	}
 	a.ipamUsage(ctx, p, pods, res.Gateways)
@@ -349,10 +350,11 @@ func (a *Agent) writeCNI(runtime string, mtu int, pods []netip.Prefix, gws []net
 
 func ipamDir(stateDir string) string { return stateDir + "/ipam" }
 
-// publish patches the node's weft.dev/ annotations and (once programmed) the
-// NetworkUnavailable=False condition through nodes/status, only when they
-// differ from what the node shows.
-func (a *Agent) publish(ctx context.Context, self *corev1.Node, ip netip.Addr, leased bool, pods []netip.Prefix) error {
+// publish patches the node's weft.dev/ annotations, (once programmed) the
+// NetworkUnavailable=False condition and the capacity condition (capCond,
+// nil when unknown) through nodes/status, only when they differ from what
+// the node shows.
+func (a *Agent) publish(ctx context.Context, self *corev1.Node, ip netip.Addr, leased bool, pods []netip.Prefix, capCond *corev1.NodeCondition) error {
 	want := map[string]*string{
 		AnnotationVTEPMAC:  ptr(net.HardwareAddr(a.mac).String()),
 		AnnotationNodeIP:   ptr(ip.String()),
@@ -372,12 +374,22 @@ func (a *Agent) publish(ctx context.Context, self *corev1.Node, ip netip.Addr, l
 	if len(ann) > 0 {
 		patch["metadata"] = map[string]any{"annotations": ann}
 	}
+	now := metav1.Now()
+	var conds []corev1.NodeCondition
 	if a.programmed && !networkAvailable(self) {
-		now := metav1.Now()
-		patch["status"] = map[string]any{"conditions": []corev1.NodeCondition{{
+		conds = append(conds, corev1.NodeCondition{
 			Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse, Reason: ConditionReason,
 			Message: "weft-agent programmed the pod network", LastHeartbeatTime: now, LastTransitionTime: now,
-		}}}
+		})
+	}
+	var capPatch *corev1.NodeCondition
+	if capCond != nil {
+		if capPatch = conditionPatch(self, *capCond, now); capPatch != nil {
+			conds = append(conds, *capPatch)
+		}
+	}
+	if len(conds) > 0 {
+		patch["status"] = map[string]any{"conditions": conds}
 	}
 	if len(patch) == 0 {
 		return nil
@@ -393,6 +405,9 @@ func (a *Agent) publish(ctx context.Context, self *corev1.Node, ip netip.Addr, l
 		return fmt.Errorf("patch node %s status: %w", self.Name, err)
 	}
 	a.log.Info("published node status", "patch", string(b))
+	if capPatch != nil {
+		a.reportCapacity(self, *capPatch)
+	}
 	return nil
 }
 

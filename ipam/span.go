@@ -73,6 +73,17 @@ func (sp *span) probe(ctx context.Context, cursor netip.Addr, taken func(netip.A
 	}
 }
 
+// Usable is how many addresses a store with p among its Options.Ranges
+// hands out at most: every address of p but the network address, for IPv4
+// the broadcast address, and the reserved addresses inside p (the node's
+// gateway), saturating at math.MaxUint64. It is Usage's Total, computed
+// without a store: an IPv4 /24 with its gateway gives 253, a /26 61, an
+// IPv6 /120 254.
+func Usable(p netip.Prefix, reserved []netip.Addr) uint64 {
+	sp := newSpan(p.Masked(), reserved)
+	return sp.usable
+}
+
 // usableCount is 2^hostbits minus the network address, the IPv4 broadcast
 // address and nReserved, saturating at math.MaxUint64 (so an IPv6 /64 with
 // no reserved address reports 2^64-1 and any shorter prefix reports

@@ -66,6 +66,14 @@ func (f *flags) register(fs *flag.FlagSet, all bool) {
 	fs.StringVar(&f.cniBinDirs, "cni-bin-dir", "/opt/cni/bin", "the runtime's CNI plugin directories, comma-separated: the conflist chains portmap when one holds it")
 }
 
+// newFlagSet is the command line of weft-agent (all) or of its cleanup
+// subcommand, with -version.
+func newFlagSet(name string, f *flags, all bool) (*flag.FlagSet, *bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	f.register(fs, all)
+	return fs, fs.Bool("version", false, "print the version and exit")
+}
+
 // gcPercent is the agent's garbage collection target unless GOGC is set:
 // the heap may grow by half of what is live before a collection, not by all
 // of it. The agent runs on every node and what it holds is mostly its cache
@@ -91,9 +99,7 @@ func run(args []string) error {
 	if cleanup {
 		args, name = args[1:], "weft-agent cleanup"
 	}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	f.register(fs, !cleanup)
-	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs, showVersion := newFlagSet(name, &f, !cleanup)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

@@ -58,11 +58,17 @@ func printBGPHeader(w io.Writer, st bgpmode.Status) {
 	}
 }
 
-func printBGPPeers(w io.Writer, st bgpmode.Status) error {
+// printBGPPeers prints the sessions; wide adds SINCE, when the session last
+// came up or went down.
+func printBGPPeers(w io.Writer, st bgpmode.Status, wide bool) error {
 	printBGPHeader(w, st)
 	fmt.Fprintf(w, "\nPeers (%d):\n", len(st.Peers))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tNAME\tASN\tSTATE\tUPTIME\tRECEIVED\tADVERTISED\tINSTALLED\tREJECTED\tEOR")
+	head := "PEER\tNAME\tASN\tSTATE\tUPTIME\tRECEIVED\tADVERTISED\tINSTALLED\tREJECTED\tEOR"
+	if wide {
+		head += "\tSINCE"
+	}
+	fmt.Fprintln(tw, head)
 	now := time.Now()
 	for _, p := range st.Peers {
 		up := "-"
@@ -77,8 +83,16 @@ func printBGPPeers(w io.Writer, st bgpmode.Status) error {
 		if p.EndOfRIB {
 			eor = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", p.Address, orDash(p.Name), p.ASN, state, up,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%s\t%s", p.Address, orDash(p.Name), p.ASN, state, up,
 			p.Received, p.Advertised, p.Installed, reasons(p.Rejected), eor)
+		if wide {
+			since := "-"
+			if !p.Since.IsZero() {
+				since = p.Since.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "\t%s", since)
+		}
+		fmt.Fprintln(tw)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -87,7 +101,9 @@ func printBGPPeers(w io.Writer, st bgpmode.Status) error {
 	return nil
 }
 
-func printBGPRoutes(w io.Writer, st bgpmode.Status) error {
+// printBGPRoutes prints the installed routes and the rejected paths; wide
+// adds each next hop's device and onlink flag.
+func printBGPRoutes(w io.Writer, st bgpmode.Status, wide bool) error {
 	printBGPHeader(w, st)
 	fmt.Fprintf(w, "\nInstalled routes (%d, %d retained from before a restart):\n", len(st.Routes), st.Retained)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -96,6 +112,12 @@ func printBGPRoutes(w io.Writer, st bgpmode.Status) error {
 		hops := make([]string, len(r.NextHops))
 		for i, h := range r.NextHops {
 			hops[i] = h.Gateway.String()
+			if wide && h.Dev != "" {
+				hops[i] += " dev " + h.Dev
+			}
+			if wide && h.Onlink {
+				hops[i] += " onlink"
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\n", r.Dst, strings.Join(hops, ","))
 	}

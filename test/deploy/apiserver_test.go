@@ -191,6 +191,9 @@ func TestManifestsOnAPIServer(t *testing.T) {
 			{"set own NetworkUnavailable", func() error {
 				return patchStatusSMP(ctx, agent, "node-a", `{"status":{"conditions":[{"type":"NetworkUnavailable","status":"False","reason":"WeftReady","message":"weft is ready"}]}}`)
 			}},
+			{"set own WeftPodCIDRTooSmall", func() error {
+				return patchStatusSMP(ctx, agent, "node-a", `{"status":{"conditions":[{"type":"WeftPodCIDRTooSmall","status":"True","reason":"PodCIDRSmallerThanMaxPods","message":"test"}]}}`)
+			}},
 			{"remove own weft annotation", func() error {
 				return patchStatus(ctx, agent, "node-a", `{"metadata":{"annotations":{"weft.dev/node-ip":null}}}`)
 			}},
@@ -255,6 +258,9 @@ func TestManifestsOnAPIServer(t *testing.T) {
 		if c := condition(n, "NetworkUnavailable"); c == nil || c.Status != corev1.ConditionFalse || c.Reason != "WeftReady" {
 			t.Errorf("node-a NetworkUnavailable %+v", c)
 		}
+		if c := condition(n, "WeftPodCIDRTooSmall"); c == nil || c.Status != corev1.ConditionTrue {
+			t.Errorf("node-a WeftPodCIDRTooSmall %+v", c)
+		}
 		if c := condition(n, corev1.NodeReady); c == nil || c.Status != corev1.ConditionTrue {
 			t.Errorf("node-a Ready %+v: the agent's patch changed it", c)
 		}
@@ -277,7 +283,10 @@ func TestManifestsOnAPIServer(t *testing.T) {
 			}, "labels"},
 			{"fake own Ready condition", func() error {
 				return patchStatusSMP(ctx, agent, "node-a", `{"status":{"conditions":[{"type":"Ready","status":"False"}]}}`)
-			}, "only the NetworkUnavailable condition"},
+			}, "only the NetworkUnavailable and WeftPodCIDRTooSmall conditions"},
+			{"fake another node's WeftPodCIDRTooSmall", func() error {
+				return patchStatusSMP(ctx, agent, "node-b", `{"status":{"conditions":[{"type":"WeftPodCIDRTooSmall","status":"False","reason":"PodCIDRHoldsMaxPods","message":"x"}]}}`)
+			}, "may not change node node-b"},
 			{"change own addresses", func() error {
 				return patchStatusSMP(ctx, agent, "node-a", `{"status":{"addresses":[{"type":"InternalIP","address":"192.0.2.99"}]}}`)
 			}, "no node status"},

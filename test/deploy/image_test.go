@@ -269,6 +269,8 @@ func TestImageRuns(t *testing.T) {
 		{[]string{"/usr/local/bin/weft-agent", "--version"}, "weft-agent"},
 		{[]string{"/usr/local/bin/weft-agent", "--help"}, "-node-name"},
 		{[]string{"/usr/local/bin/weftctl", "--help"}, "status"},
+		{[]string{"/usr/local/bin/weftctl", "--version"}, "weftctl"},
+		{[]string{"/usr/lib/weft/cni/weft", "--version"}, "weft "},
 		{[]string{"/usr/local/bin/weft-install", "--version"}, "weft-install"},
 		{[]string{"/usr/sbin/iptables", "--version"}, "(nf_tables)"},
 		{[]string{"/usr/sbin/ip6tables", "--version"}, "(nf_tables)"},

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -89,19 +93,9 @@ func TestCluster(t *testing.T) {
 		if len(nodes.Items) != len(weft) {
 			t.Errorf("agent sees %d nodes, want %d", len(nodes.Items), len(weft))
 		}
-		w, err := c.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatalf("watch nodes: %v", err)
+		if err := firstWatchEvent(t, ctx, c); err != nil {
+			t.Error(err)
 		}
-		select {
-		case ev := <-w.ResultChan():
-			if ev.Type != "ADDED" {
-				t.Errorf("first watch event %s, want ADDED", ev.Type)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("watch nodes: no event in 10s")
-		}
-		w.Stop()
 		_, err = c.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
 		if !apierrors.IsForbidden(err) {
 			t.Errorf("list secrets in kube-system: %v, want Forbidden", err)
@@ -110,6 +104,118 @@ func TestCluster(t *testing.T) {
 		if !apierrors.IsForbidden(err) {
 			t.Errorf("list secrets in default: %v, want Forbidden", err)
 		}
+	})
+
+	// A node whose kubelet allows more pods (status.capacity.pods) than its
+	// /24 holds (253: network, broadcast and gateway excluded): its agent
+	// raises WeftPodCIDRTooSmall, one Warning Event and the metrics, and
+	// clears the condition when maxPods fits again.
+	t.Run("pod CIDR smaller than maxPods raises condition, event and metric", func(t *testing.T) {
+		if !l.AgentBuilt() {
+			t.Skip("skipped: weft-agent not built")
+		}
+		admin, err := l.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		node := weft[1].Name
+		setMaxPods := func(n string) {
+			t.Helper()
+			patch := fmt.Sprintf(`{"status":{"capacity":{"pods":%q},"allocatable":{"pods":%q}}}`, n, n)
+			if _, err := admin.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "status"); err != nil {
+				t.Fatalf("set %s maxPods %s: %v", node, n, err)
+			}
+		}
+		t.Cleanup(func() { setMaxPods("110") })
+		cidrs, err := l.WaitPodCIDRs(ctx, node, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v4 netip.Prefix
+		for _, p := range cidrs {
+			if p.Addr().Is4() {
+				v4 = p
+			}
+		}
+		if v4.Bits() != 24 {
+			t.Fatalf("%s: IPv4 pod CIDR %v, the test wants a /24 (253 usable)", node, cidrs)
+		}
+		condition := func() (corev1.NodeCondition, error) {
+			n, err := admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+			if err != nil {
+				return corev1.NodeCondition{}, err
+			}
+			for _, c := range n.Status.Conditions {
+				if c.Type == "WeftPodCIDRTooSmall" {
+					return c, nil
+				}
+			}
+			return corev1.NodeCondition{}, errors.New("no WeftPodCIDRTooSmall condition")
+		}
+		metrics := func() (string, error) {
+			return l.HTTPGet(ctx, node, "http://"+lab.AgentHTTPAddr+"/metrics")
+		}
+		eventually(t, 60*time.Second, node+" WeftPodCIDRTooSmall=False at maxPods 110", func() error {
+			c, err := condition()
+			if err == nil && c.Status != corev1.ConditionFalse {
+				err = fmt.Errorf("condition %+v", c)
+			}
+			return err
+		})
+
+		setMaxPods("300")
+		eventually(t, 60*time.Second, node+" WeftPodCIDRTooSmall=True at maxPods 300", func() error {
+			c, err := condition()
+			if err != nil {
+				return err
+			}
+			want := v4.String() + " has 253 usable ipv4 addresses, fewer than maxPods 300"
+			if c.Status != corev1.ConditionTrue || c.Reason != "PodCIDRSmallerThanMaxPods" || !strings.Contains(c.Message, want) {
+				return fmt.Errorf("condition %+v, want True with %q", c, want)
+			}
+			return nil
+		})
+		eventually(t, 30*time.Second, node+" PodCIDRSmallerThanMaxPods event", func() error {
+			evs, err := admin.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + node})
+			if err != nil {
+				return err
+			}
+			for _, e := range evs.Items {
+				if e.Reason == "PodCIDRSmallerThanMaxPods" && e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, "maxPods 300") {
+					return nil
+				}
+			}
+			return fmt.Errorf("no PodCIDRSmallerThanMaxPods event among %d about %s", len(evs.Items), node)
+		})
+		eventually(t, 30*time.Second, node+" capacity metrics", func() error {
+			m, err := metrics()
+			if err != nil {
+				return err
+			}
+			for _, want := range []string{"weft_node_max_pods 300\n", "weft_pod_cidr_too_small{family=\"ipv4\"} 1\n",
+				"weft_pod_cidr_too_small{family=\"ipv6\"} 0\n", "weft_ipam_capacity{family=\"ipv4\"} 253\n"} {
+				if !strings.Contains(m, want) {
+					return fmt.Errorf("/metrics lacks %q", want)
+				}
+			}
+			return nil
+		})
+
+		setMaxPods("110")
+		eventually(t, 60*time.Second, node+" WeftPodCIDRTooSmall=False again at maxPods 110", func() error {
+			c, err := condition()
+			if err == nil && (c.Status != corev1.ConditionFalse || c.Reason != "PodCIDRHoldsMaxPods") {
+				err = fmt.Errorf("condition %+v", c)
+			}
+			return err
+		})
+		eventually(t, 30*time.Second, node+" metric cleared", func() error {
+			m, err := metrics()
+			if err == nil && !strings.Contains(m, "weft_pod_cidr_too_small{family=\"ipv4\"} 0\n") {
+				err = errors.New("weft_pod_cidr_too_small{family=\"ipv4\"} is not 0")
+			}
+			return err
+		})
 	})
 
 	t.Run("lab config map carries the topology's mode", func(t *testing.T) {
@@ -384,6 +490,58 @@ func agentClient(t *testing.T, l *lab.Lab, node string) kubernetes.Interface {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// firstWatchEvent watches nodes as the agent's token and wants an ADDED
+// event, the way clients wait for the watch cache: a watch from "now"
+// (no resourceVersion) that ends in an ERROR the apiserver means to be
+// retried (410 Gone / Expired, "Too large resource version" while the watch
+// cache catches up after a start, 429, 5xx) is logged with its status and
+// started again, until 60 s pass. Any other ERROR (Forbidden) fails at once.
+func firstWatchEvent(t *testing.T, ctx context.Context, c kubernetes.Interface) error {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for attempt := 1; ; attempt++ {
+		err := func() error {
+			w, err := c.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
+			if err != nil {
+				return fmt.Errorf("watch nodes: %w", err)
+			}
+			defer w.Stop()
+			select {
+			case ev, ok := <-w.ResultChan():
+				switch {
+				case !ok:
+					return apierrors.NewServiceUnavailable("watch closed before its first event")
+				case ev.Type == watch.Error:
+					return fmt.Errorf("first watch event ERROR: %w", apierrors.FromObject(ev.Object))
+				case ev.Type != watch.Added:
+					return fmt.Errorf("first watch event %s, want ADDED (no retry)", ev.Type)
+				}
+				return nil
+			case <-time.After(10 * time.Second):
+				return apierrors.NewTimeoutError("watch nodes: no event in 10s", 0)
+			}
+		}()
+		if err == nil {
+			if attempt > 1 {
+				t.Logf("watch nodes: ADDED on attempt %d", attempt)
+			}
+			return nil
+		}
+		retry := apierrors.IsGone(err) || apierrors.IsResourceExpired(err) || apierrors.IsTimeout(err) ||
+			apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) || apierrors.IsServiceUnavailable(err) ||
+			apierrors.IsInternalError(err)
+		if !retry || time.Now().After(deadline) {
+			return fmt.Errorf("attempt %d: %w", attempt, err)
+		}
+		t.Logf("watch nodes, attempt %d: %v (status %s); watching again", attempt, err, apierrors.ReasonForError(err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func containsAny(ps []netip.Prefix, a netip.Addr) bool {
