@@ -14,7 +14,7 @@ CMDS := $(notdir $(wildcard cmd/*))
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 LDFLAGS := -X weft.dev/weft/cmd/internal/version.Version=$(VERSION)
 
-.PHONY: all build deps k8s runtime test unit e2e bench demo lint fmt clean manifests image kind-up fuzz
+.PHONY: all build deps k8s runtime test unit e2e bench demo lint fmt clean manifests image kind-up fuzz conformance
 
 all: build
 
@@ -67,6 +67,16 @@ fuzz:
 
 unit:
 	$(GO) test -count=1 -short ./...
+
+# Kubernetes' own e2e suite, sig-network's conformance tests, against a
+# real-node lab in vxlan mode, then in bgp mode; prints a line per mode and
+# writes docs/conformance.md and docs/conformance/<mode>.junit.xml. Not part
+# of `test` (TestConformance runs a subset there). Another focus:
+#   make conformance CONFORMANCE_FOCUS='\[sig-network\]'
+CONFORMANCE_FOCUS ?=
+CONFORMANCE_PROCS ?= 3
+conformance: deps build k8s runtime image
+	$(BIN)/weft-lab conformance --docs docs --procs $(CONFORMANCE_PROCS) $(if $(CONFORMANCE_FOCUS),--focus '$(CONFORMANCE_FOCUS)')
 
 e2e: deps build k8s runtime image
 	$(GO) test -count=1 -tags e2e -timeout 40m -v ./test/e2e/

@@ -3,7 +3,7 @@
 # that are missing. Needs root (apt-get).
 set -euo pipefail
 pkgs=(iproute2 iptables ipset nftables iputils-ping iperf3 tcpdump conntrack
-  etcd-server frr bird2 containernetworking-plugins)
+  etcd-server frr bird2 containernetworking-plugins curl bind9-dnsutils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -39,7 +41,7 @@ type labImage struct {
 var labImages = []labImage{
 	{"pause.tar", pauseSpec},
 	{"busybox.tar", busyboxSpec},
-	{"agnhost.tar", agnhostSpec},
+	{"agnhost.v2.tar", agnhostSpec}, // v2: bash, curl, dig, ip (a new spec needs a new name: archives are kept by name)
 	{"coredns.tar", corednsSpec},
 	{"nginx.tar", nginxSpec},
 }
@@ -128,24 +130,53 @@ func agnhostSpec(l *Lab) (image.Spec, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return image.Spec{}, fmt.Errorf("no %s (run `make k8s`)", bin)
 	}
-	nc := filepath.Join(l.opts.RuntimeDir, "deb", "bin", "nc.openbsd")
-	libs, err := sharedLibs(nc)
-	if err != nil {
-		return image.Spec{}, err
+	// The suite's commands run in /bin/sh and call nc with options
+	// busybox's applet lacks, curl, dig and ip: bash as /bin/sh (busybox's sh
+	// would run its own applets before PATH), OpenBSD netcat, and the
+	// machine's curl, dig and ip (Debian's, see test/deps.sh), each with the
+	// libraries it links.
+	tools := map[string]string{
+		"usr/bin/nc":   filepath.Join(l.opts.RuntimeDir, "deb", "bin", "nc.openbsd"),
+		"usr/bin/bash": "/usr/bin/bash",
+		"usr/bin/curl": "/usr/bin/curl",
+		"usr/bin/dig":  "/usr/bin/dig",
+		"usr/sbin/ip":  "/usr/bin/ip",
 	}
 	files = append(files,
 		image.File{Path: "agnhost", Src: bin},
 		image.File{Path: "agnhost-2", Link: "agnhost"},
 		image.File{Path: "uploads", Dir: true, Mode: 0o777},
-		image.File{Path: "usr/bin/nc", Src: nc},
 	)
-	for _, lib := range libs {
+	libs := map[string]bool{}
+	for _, path := range slices.Sorted(maps.Keys(tools)) {
+		src, err := filepath.EvalSymlinks(tools[path])
+		if err != nil {
+			return image.Spec{}, fmt.Errorf("agnhost image needs %s: %w", tools[path], err)
+		}
+		files = append(files, image.File{Path: path, Src: src})
+		ls, err := sharedLibs(src)
+		if err != nil {
+			return image.Spec{}, err
+		}
+		for _, lib := range ls {
+			libs[lib] = true
+		}
+	}
+	for _, lib := range slices.Sorted(maps.Keys(libs)) {
 		files = append(files, image.File{Path: lib, Src: lib})
 	}
-	// busybox's nc applet gives way to the real one.
+	// busybox's applets give way to the real ones.
+	link := map[string]string{"bin/nc": "/usr/bin/nc", "bin/sh": "/usr/bin/bash", "bin/bash": "/usr/bin/bash",
+		"bin/ip": "/usr/sbin/ip", "sbin/ip": "/usr/sbin/ip"}
 	for i := range files {
-		if files[i].Path == "bin/nc" {
-			files[i] = image.File{Path: "bin/nc", Link: "/usr/bin/nc"}
+		if to, ok := link[files[i].Path]; ok {
+			files[i] = image.File{Path: files[i].Path, Link: to}
+			delete(link, files[i].Path)
+		}
+	}
+	for _, path := range slices.Sorted(maps.Keys(link)) {
+		if path == "bin/bash" {
+			files = append(files, image.File{Path: path, Link: link[path]})
 		}
 	}
 	return image.Spec{Ref: AgnhostImage, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Files: files}, nil

@@ -37,7 +37,7 @@ const usage = `usage: weft-lab [-v] COMMAND ...
   demo -f FILE [--processes]   up (real nodes), weft installed, a Deployment,
                                connectivity matrix, DNS, mode switch, down;
                                --processes: agents as processes, libcni pods
-` + servicesUsage
+` + conformanceUsage + servicesUsage
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -243,6 +243,8 @@ func dispatch(ctx context.Context, opts lab.Options, cmd string, args []string, 
 		err := lab.Demo(ctx, opts, *file, *name, stdout)
 		fmt.Fprintf(stdout, "demo: took %s\n", time.Since(t0).Round(time.Second))
 		return err
+	case "conformance":
+		return conformanceCmd(ctx, opts, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
