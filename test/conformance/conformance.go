@@ -54,7 +54,7 @@ const Focus = `\[sig-network\].*\[Conformance\]`
 // HTTP and UDP on one node and across nodes, a selector Service's
 // endpoints and multiport endpoints, and cluster DNS for a Service.
 const CIFocus = `\[sig-network\] (Networking Granular Checks: Pods should function for (intra|node)-pod communication: (http|udp)|` +
-	`Services should serve (a basic endpoint|multiport endpoints) from pods|DNS should provide DNS for services)( \[[^]]+\])* \[Conformance\]$`
+	`Services should serve (a basic endpoint|multiport endpoints) from pods|DNS should provide DNS for services)( \[[^]]+\])* \[Conformance\]`
 
 // Skip is a pattern of tests the lab cannot host, with the reason.
 type Skip struct {

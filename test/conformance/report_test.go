@@ -84,8 +84,8 @@ func TestParseJUnitBad(t *testing.T) {
 func TestCIFocusSelects(t *testing.T) {
 	re := regexp.MustCompile(CIFocus)
 	for _, name := range []string{
-		"[sig-network] Networking Granular Checks: Pods should function for intra-pod communication: http [NodeConformance] [Conformance]",
-		"[sig-network] Networking Granular Checks: Pods should function for node-pod communication: udp [LinuxOnly] [NodeConformance] [Conformance]",
+		"[sig-network] Networking Granular Checks: Pods should function for intra-pod communication: http [Conformance] [NodeConformance]",
+		"[sig-network] Networking Granular Checks: Pods should function for node-pod communication: udp [LinuxOnly] [Conformance] [NodeConformance]",
 		"[sig-network] Services should serve a basic endpoint from pods [Conformance]",
 		"[sig-network] DNS should provide DNS for services [Conformance]",
 	} {

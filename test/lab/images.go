@@ -30,6 +30,10 @@ const (
 	// EndpointSlice tests run as a plain web server: here a stand-in,
 	// agnhost serving HTTP on port 80 (nginx's).
 	NginxImage = "registry.k8s.io/e2e-test-images/nginx:1.27.0-2"
+	// GlibcDNSImage is the e2e suite's glibc resolver prober for its DNS
+	// tests (dig in a glibc userland): here a stand-in, the agnhost image,
+	// whose bash, dig and curl are glibc's.
+	GlibcDNSImage = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
 )
 
 // labImage is one image: its archive name and how to make its spec.
@@ -44,6 +48,7 @@ var labImages = []labImage{
 	{"agnhost.v2.tar", agnhostSpec}, // v2: bash, curl, dig, ip (a new spec needs a new name: archives are kept by name)
 	{"coredns.tar", corednsSpec},
 	{"nginx.tar", nginxSpec},
+	{"glibc-dns-testing.tar", glibcDNSSpec},
 }
 
 // imageBuildMu serialises builds of the shared image archives within a
@@ -190,6 +195,16 @@ func nginxSpec(l *Lab) (image.Spec, error) {
 		return image.Spec{}, err
 	}
 	s.Ref, s.Entrypoint, s.Cmd = NginxImage, []string{"/agnhost", "netexec", "--http-port=80", "--udp-port=-1"}, nil
+	return s, nil
+}
+
+// glibcDNSSpec is the stand-in for the suite's glibc DNS prober.
+func glibcDNSSpec(l *Lab) (image.Spec, error) {
+	s, err := agnhostSpec(l)
+	if err != nil {
+		return image.Spec{}, err
+	}
+	s.Ref = GlibcDNSImage
 	return s, nil
 }
 

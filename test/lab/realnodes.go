@@ -67,7 +67,11 @@ func (l *Lab) upRealNodes(ctx context.Context) error {
 	}
 	if l.Topo.Cluster.AllocateNodeCIDRs {
 		for _, w := range nodes {
-			if _, err := l.WaitPodCIDRs(ctx, w.Name, 30*time.Second); err != nil {
+			cidrs, err := l.WaitPodCIDRs(ctx, w.Name, 30*time.Second)
+			if err != nil {
+				return err
+			}
+			if err := l.routeControlPlaneToPods(ctx, w, cidrs); err != nil {
 				return err
 			}
 		}
@@ -88,6 +92,27 @@ func (l *Lab) upRealNodes(ctx context.Context) error {
 	}
 	l.log.Info("real nodes up", "nodes", len(nodes), "runtime", t1.Sub(t0).Round(time.Millisecond),
 		"total", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// routeControlPlaneToPods routes node's pod CIDRs from the control-plane
+// namespace through the node, as a control-plane node that runs weft
+// reaches pods: the apiserver proxies to pods (pods/proxy, which the e2e
+// suite's DNS tests read their results through).
+func (l *Lab) routeControlPlaneToPods(ctx context.Context, node Node, cidrs []netip.Prefix) error {
+	cp, ok := l.Topo.ControlPlane()
+	if !ok {
+		return nil
+	}
+	for _, p := range cidrs {
+		via, ok := nodeAddr(node, p.Addr().Is4())
+		if !ok {
+			continue
+		}
+		if out, err := l.output(ctx, l.NS(cp.Name), "ip", "route", "replace", p.String(), "via", via.String()); err != nil {
+			return fmt.Errorf("route %s via node %s: %w: %s", p, node.Name, err, out)
+		}
+	}
 	return nil
 }
 
