@@ -32,27 +32,34 @@ func (r Result) Line() string {
 	return fmt.Sprintf("conformance: %s: %d passed, %d failed, %d skipped", r.Mode, r.Passed, r.Failed, r.Skipped)
 }
 
-// junit is the part of ginkgo's JUnit report read here.
-type junit struct {
-	Suites []struct {
-		Cases []struct {
-			Name    string  `xml:"name,attr"`
-			Status  string  `xml:"status,attr"`
-			Time    float64 `xml:"time,attr"`
-			Failure *struct {
-				Message string `xml:"message,attr"`
-				Text    string `xml:",chardata"`
-			} `xml:"failure"`
-			Error *struct {
-				Message string `xml:"message,attr"`
-				Text    string `xml:",chardata"`
-			} `xml:"error"`
-			Skipped *struct {
-				Message string `xml:"message,attr"`
-			} `xml:"skipped"`
-		} `xml:"testcase"`
-	} `xml:"testsuite"`
-}
+// The JUnit report's shape, as ginkgo writes it and WriteJUnit writes it
+// back (only the parts used here).
+type (
+	junit struct {
+		XMLName xml.Name     `xml:"testsuites"`
+		Suites  []junitSuite `xml:"testsuite"`
+	}
+	junitSuite struct {
+		Name     string      `xml:"name,attr"`
+		Tests    int         `xml:"tests,attr"`
+		Failures int         `xml:"failures,attr"`
+		Skipped  int         `xml:"skipped,attr"`
+		Time     string      `xml:"time,attr"`
+		Cases    []junitCase `xml:"testcase"`
+	}
+	junitCase struct {
+		Name    string        `xml:"name,attr"`
+		Status  string        `xml:"status,attr"`
+		Time    float64       `xml:"time,attr"`
+		Failure *junitMessage `xml:"failure,omitempty"`
+		Error   *junitMessage `xml:"error,omitempty"`
+		Skipped *junitMessage `xml:"skipped,omitempty"`
+	}
+	junitMessage struct {
+		Message string `xml:"message,attr"`
+		Text    string `xml:",chardata"`
+	}
+)
 
 // ParseJUnit reads the specs of a ginkgo JUnit report ("[It] …" test
 // cases; the suite's setup and report nodes are left out).
@@ -214,38 +221,16 @@ func mdEscape(s string) string {
 // WriteJUnit writes r's selected tests as a JUnit report (the suite's own
 // report also lists every test outside the focus).
 func WriteJUnit(w io.Writer, r Result) error {
-	type failure struct {
-		Message string `xml:"message,attr"`
-	}
-	type skipped struct {
-		Message string `xml:"message,attr"`
-	}
-	type testcase struct {
-		Name    string   `xml:"name,attr"`
-		Status  string   `xml:"status,attr"`
-		Time    string   `xml:"time,attr"`
-		Failure *failure `xml:"failure,omitempty"`
-		Skipped *skipped `xml:"skipped,omitempty"`
-	}
-	type testsuite struct {
-		XMLName  xml.Name   `xml:"testsuite"`
-		Name     string     `xml:"name,attr"`
-		Tests    int        `xml:"tests,attr"`
-		Failures int        `xml:"failures,attr"`
-		Skipped  int        `xml:"skipped,attr"`
-		Time     string     `xml:"time,attr"`
-		Cases    []testcase `xml:"testcase"`
-	}
-	s := testsuite{Name: "weft " + r.Mode + ": Kubernetes e2e suite", Tests: len(r.Cases), Failures: r.Failed,
+	s := junitSuite{Name: "weft " + r.Mode + ": Kubernetes e2e suite", Tests: len(r.Cases), Failures: r.Failed,
 		Skipped: r.Skipped, Time: fmt.Sprintf("%.1f", r.Took.Seconds())}
 	for _, c := range r.Cases {
-		tc := testcase{Name: "[It] " + c.Name, Status: c.State, Time: fmt.Sprintf("%.1f", c.Took.Seconds())}
+		tc := junitCase{Name: "[It] " + c.Name, Status: c.State, Time: c.Took.Seconds()}
 		switch c.State {
 		case "passed":
 		case "skipped", "pending":
-			tc.Skipped = &skipped{Message: c.Reason}
+			tc.Skipped = &junitMessage{Message: c.Reason}
 		default:
-			tc.Failure = &failure{Message: c.Reason}
+			tc.Failure = &junitMessage{Message: c.Reason}
 		}
 		s.Cases = append(s.Cases, tc)
 	}
@@ -254,10 +239,7 @@ func WriteJUnit(w io.Writer, r Result) error {
 	}
 	enc := xml.NewEncoder(w)
 	enc.Indent("", "  ")
-	if err := enc.Encode(struct {
-		XMLName xml.Name `xml:"testsuites"`
-		Suite   testsuite
-	}{Suite: s}); err != nil {
+	if err := enc.Encode(junit{Suites: []junitSuite{s}}); err != nil {
 		return err
 	}
 	_, err := io.WriteString(w, "\n")
